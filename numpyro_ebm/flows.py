@@ -89,7 +89,9 @@ def default_flow(
     if base is None:
         base = StandardNormal((dim,))
     if base.shape != (dim,):
-        raise ValueError(f"base has shape {base.shape}, but the flow has dim {dim}: pass a base of shape ({dim},).")
+        raise ValueError(
+            f"base has shape {base.shape}, but the flow has dim {dim}: pass a base of shape ({dim},)."
+        )
     base = paramax.non_trainable(base)
     couplings = coupling_flow(
         key,

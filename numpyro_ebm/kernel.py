@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import optax
-from jaxtyping import Array, Float
 from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float
 from numpyro.infer.ensemble_util import batch_ravel_pytree
 from numpyro.infer.hmc_util import dual_averaging
 from numpyro.infer.initialization import init_to_uniform
@@ -26,7 +26,7 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model
 from numpyro.util import identity, is_prng_key
 
-from numpyro_ebm import flows
+from numpyro_ebm import flows, sharding
 from numpyro_ebm.flowmc import check_flowmc_settings, flowmc_step
 from numpyro_ebm.moves import ChainState, init_chains
 
@@ -99,6 +99,9 @@ class FlowMCKernel(MCMCKernel):
         buffer_iterations: how many past iterations of all chains the flow is fitted to.
         particle_batch_size: chains per batch when evaluating i-SIR particles (memory bound).
         init_strategy: NumPyro per-site initialisation.
+        shard: split the chains over devices with ``jax.sharding`` (``True``: all of
+            ``jax.devices()``; or a sequence of devices / a 1-D ``Mesh``). Off by default;
+            ``num_chains`` must be a multiple of the device count. The flow is replicated.
 
     Example:
         >>> import jax, numpyro, numpyro.distributions as dist
@@ -136,6 +139,7 @@ class FlowMCKernel(MCMCKernel):
         buffer_iterations: int = 16,
         particle_batch_size: int | None = None,
         init_strategy: Callable = init_to_uniform,
+        shard=False,
     ):
         if (model is None) == (potential_fn is None):
             raise ValueError("Pass exactly one of `model` or `potential_fn` to FlowMCKernel.")
@@ -149,8 +153,12 @@ class FlowMCKernel(MCMCKernel):
         ]:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
-        if particle_batch_size is not None and (not isinstance(particle_batch_size, int) or particle_batch_size < 1):
-            raise ValueError(f"particle_batch_size must be None or an integer >= 1; got {particle_batch_size!r}.")
+        if particle_batch_size is not None and (
+            not isinstance(particle_batch_size, int) or particle_batch_size < 1
+        ):
+            raise ValueError(
+                f"particle_batch_size must be None or an integer >= 1; got {particle_batch_size!r}."
+            )
         if flow is not None and not hasattr(flow, "sample_and_log_prob"):
             raise TypeError(f"flow must be a flowjax distribution; got {type(flow).__name__}.")
         self._model = model
@@ -169,6 +177,7 @@ class FlowMCKernel(MCMCKernel):
         self._buffer_iterations = buffer_iterations
         self._particle_batch_size = particle_batch_size
         self._init_strategy = init_strategy
+        self._mesh = sharding.resolve_mesh(shard)
         # Set by init(): the pure pieces the jitted sample() closes over.
         self._postprocess_fn = None
         self._potential_gen = None
@@ -217,11 +226,9 @@ class FlowMCKernel(MCMCKernel):
         return eqx.combine(state.flow_params, self._flow_static)
 
     def get_diagnostics_str(self, state: FlowMCState) -> str:
-        return "local acc {:.2f}, global acc {:.2f}, step {:.2e}".format(
-            float(jnp.mean(state.local_accept_prob)),
-            float(jnp.mean(state.global_accept_prob)),
-            float(state.step_size),
-        )
+        local = float(jnp.mean(state.local_accept_prob))
+        glob = float(jnp.mean(state.global_accept_prob))
+        return f"local acc {local:.2f}, global acc {glob:.2f}, step {float(state.step_size):.2e}"
 
     def postprocess_fn(self, args, kwargs):
         if self._postprocess_fn is None:
@@ -229,7 +236,8 @@ class FlowMCKernel(MCMCKernel):
         return self._postprocess_fn(*args, **kwargs)
 
     # -- init ---------------------------------------------------------------------------------
-    def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
+    def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs=None):
+        model_kwargs = {} if model_kwargs is None else model_kwargs
         if is_prng_key(rng_key):
             raise ValueError(
                 "FlowMCKernel is an ensemble kernel (all chains share one flow): use "
@@ -239,6 +247,7 @@ class FlowMCKernel(MCMCKernel):
         num_chains = rng_key.shape[0]
         if num_chains < 2:
             raise ValueError(f"FlowMCKernel needs num_chains >= 2; got {num_chains}.")
+        sharding.check_divisible(num_chains, self._mesh, "num_chains")
         key, key_model, key_flow, key_state = jax.random.split(rng_key[0], 4)
         if self._model is not None:
             _check_continuous(self._model, key_model, model_args, model_kwargs)
@@ -293,7 +302,7 @@ class FlowMCKernel(MCMCKernel):
         dtype = flat.dtype
         step_size = jnp.asarray(self._step_size, dtype)
         self._sample_fn = self.sample  # tells MCMC.run that this kernel is initialised
-        return FlowMCState(
+        state = FlowMCState(
             i=jnp.asarray(0, jnp.int32),
             z=init_params,
             potential_energy=-chains.logdensity,
@@ -306,6 +315,21 @@ class FlowMCKernel(MCMCKernel):
             flow_opt_state=self._flow_optimizer.init(params),
             buffer=jnp.broadcast_to(flat, (self._buffer_iterations,) + flat.shape),
             rng_key=key_state,
+        )
+        return self._place_chains(state, sharding.shard_leading_axis)
+
+    def _place_chains(self, state: FlowMCState, place: Callable) -> FlowMCState:
+        """Split the per-chain fields over the mesh (``place`` puts or, inside jit, constrains)."""
+        per_chain = (
+            state.z,
+            state.potential_energy,
+            state.z_grad,
+            state.local_accept_prob,
+            state.global_accept_prob,
+        )
+        z, pe, grad, local, glob = place(per_chain, self._mesh)
+        return state._replace(
+            z=z, potential_energy=pe, z_grad=grad, local_accept_prob=local, global_accept_prob=glob
         )
 
     def _logdensity_fn(self, model_args, model_kwargs) -> Callable:
@@ -357,6 +381,7 @@ class FlowMCKernel(MCMCKernel):
             global_accept_prob=info.global_accept_prob,
             rng_key=key,
         )
+        state = self._place_chains(state, sharding.constrain_leading_axis)
         if self._num_warmup == 0:
             return state
         return jax.lax.cond(
@@ -368,11 +393,12 @@ class FlowMCKernel(MCMCKernel):
 
     def _adapt(self, state: FlowMCState, position: Float[Array, "chains dim"], key) -> FlowMCState:
         """One warmup update: step size by dual averaging, flow by forward KL on the buffer."""
+        position, local_accept = sharding.replicate((position, state.local_accept_prob), self._mesh)
         buffer = state.buffer.at[(state.i - 1) % self._buffer_iterations].set(position)
         step_size, adapt_state = state.step_size, state.adapt_state
         if self._adapt_step_size and self._n_local_steps > 0:
             _, da_update = dual_averaging()
-            accept = jnp.mean(state.local_accept_prob)
+            accept = jnp.mean(local_accept)
             adapt_state = da_update(self._target_accept_prob - accept, adapt_state)
             log_step, log_step_avg = adapt_state[0], adapt_state[1]
             # The averaged iterate is the better estimate; use it from the last warmup step on.
@@ -408,7 +434,9 @@ class FlowMCKernel(MCMCKernel):
 def _check_continuous(model, key, model_args, model_kwargs) -> None:
     """Raise before compilation if the model has latent sites FlowMCKernel cannot move."""
     with numpyro.handlers.block():
-        trace = numpyro.handlers.trace(numpyro.handlers.seed(model, key)).get_trace(*model_args, **model_kwargs)
+        trace = numpyro.handlers.trace(numpyro.handlers.seed(model, key)).get_trace(
+            *model_args, **model_kwargs
+        )
     discrete = [
         name
         for name, site in trace.items()
