@@ -286,6 +286,13 @@ class FlowMCKernel(MCMCKernel):
         self._unravel_fn = unravel_fn
         self._unravel_one = ravel_pytree(jax.tree.map(lambda x: x[0], init_params))[1]
         logdensity_fn = self._logdensity_fn(model_args, model_kwargs)
+        out = jax.eval_shape(logdensity_fn, flat[0])
+        if out.shape != ():
+            raise ValueError(
+                f"potential_fn must return a scalar for one point of shape {flat.shape[1:]}; it "
+                f"returned shape {out.shape}. It receives one chain's parameters, not the batch: "
+                "write it for a single point (FlowMCKernel vectorises it)."
+            )
 
         flow = self._build_flow(key_flow, dim, flat)
         self._initial_flow = flow

@@ -238,6 +238,10 @@ def test_run_time_input_errors():
         _mcmc(ne.FlowMCKernel(potential_fn=lambda x: jnp.sum(x**2), flow=wrong_flow)).run(
             jax.random.key(0), init_params=jnp.zeros((4, 2))
         )
+    with pytest.raises(ValueError, match="scalar"):  # written for a batch, not one point
+        _mcmc(ne.FlowMCKernel(potential_fn=lambda x: 0.5 * jnp.sum(x**2, axis=-1, keepdims=True))).run(
+            jax.random.key(0), init_params=jnp.zeros((4, 2))
+        )
     with pytest.raises(ValueError, match="non-finite"):
         _mcmc(ne.FlowMCKernel(potential_fn=lambda x: jnp.where(x[0] > -10, jnp.nan, 0.0))).run(
             jax.random.key(0), init_params=jnp.zeros((4, 2))
@@ -255,3 +259,17 @@ def test_custom_flow_optimizer_is_used():
         strict=True,
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_nan_region_of_the_target_is_never_entered():
+    """A potential that is NaN on x[0] > 2 (a broken model): moves into it are rejected."""
+    target = two_gaussians_target()
+    potential = lambda x: jnp.where(x[0] > 2.0, jnp.nan, -target.log_prob(x))
+    kernel = ne.FlowMCKernel(potential_fn=potential, global_move="isir", n_particles=8)
+    mcmc = MCMC(
+        kernel, num_warmup=100, num_samples=100, num_chains=16, chain_method="vectorized", progress_bar=False
+    )
+    mcmc.run(jax.random.key(0), init_params=0.5 * jax.random.normal(jax.random.key(1), (16, 2)))
+    x = np.asarray(mcmc.get_samples())
+    assert np.all(np.isfinite(x)) and np.all(x[:, 0] <= 2.0)
+    assert np.mean(x.sum(-1) > 0) > 0.2  # the finite part of the heavy mode is still visited
