@@ -189,7 +189,8 @@ def fit_flow(
 
     Args:
         key: PRNG key for the minibatches.
-        params, static: the flow, split by :func:`partition`.
+        params: the flow's trainable arrays, from :func:`partition`.
+        static: the rest of the flow, from :func:`partition`.
         opt_state: ``optimizer.init(params)`` or the state from the previous call.
         samples: training points, shape ``(n, dim)``.
         optimizer: any optax transformation.

@@ -104,7 +104,7 @@ class FlowMCKernel(MCMCKernel):
             ``num_chains`` must be a multiple of the device count. The flow is replicated.
 
     Example:
-        >>> import jax, numpyro, numpyro.distributions as dist
+        >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
         >>> from numpyro.infer import MCMC
         >>> def model():
         ...     mix = dist.MixtureSameFamily(dist.Categorical(jnp.array([1/3, 2/3])),
@@ -338,6 +338,17 @@ class FlowMCKernel(MCMCKernel):
         return state._replace(
             z=z, potential_energy=pe, z_grad=grad, local_accept_prob=local, global_accept_prob=glob
         )
+
+    def logdensity_fn(self, *model_args, **model_kwargs) -> Callable:
+        """The target as :func:`~numpyro_ebm.flowmc_step` wants it, after ``init`` (or a run).
+
+        Returns ``log pi`` of one flattened unconstrained point, shape ``(dim,) -> ()``, for the
+        given model arguments; ``flatten``/``unflatten`` of ``z`` pytrees go through
+        ``numpyro.infer.ensemble_util.batch_ravel_pytree``.
+        """
+        if self._unravel_one is None:
+            raise RuntimeError("The kernel has not been initialised: run MCMC (or kernel.init) first.")
+        return self._logdensity_fn(model_args, model_kwargs)
 
     def _logdensity_fn(self, model_args, model_kwargs) -> Callable:
         """``log pi`` of one flattened unconstrained point, for the current model arguments."""
