@@ -1,9 +1,48 @@
-"""numpyro-ebm: flowMC as a NumPyro kernel, and balanced EBM training with adaptive flow sampling."""
+"""numpyro-ebm: flowMC as a NumPyro kernel, and balanced EBM training with adaptive flow sampling.
 
-from numpyro_ebm import flowmc, flows, moves
+Example:
+    >>> import numpyro_ebm as ne
+    >>> sorted(ne.negatives.__all__)[:3]
+    ['AbstractNegatives', 'CoopFlow', 'FlowMC']
+"""
+
+from numpyro_ebm import (
+    checkpoints,
+    datasets,
+    diagnostics,
+    energy,
+    flowmc,
+    flows,
+    moves,
+    negatives,
+    nets,
+    sharding,
+    training,
+)
+from numpyro_ebm.energy import EnergyModel
 from numpyro_ebm.flowmc import flowmc_step
 from numpyro_ebm.kernel import FlowMCKernel, FlowMCState
+from numpyro_ebm.training import TrainingDivergedError, TrainResult, train
 
 __version__ = "0.1.0"
 
-__all__ = ["FlowMCKernel", "FlowMCState", "flowmc", "flowmc_step", "flows", "moves"]
+__all__ = [
+    "EnergyModel",
+    "FlowMCKernel",
+    "FlowMCState",
+    "TrainResult",
+    "TrainingDivergedError",
+    "checkpoints",
+    "datasets",
+    "diagnostics",
+    "energy",
+    "flowmc",
+    "flowmc_step",
+    "flows",
+    "moves",
+    "negatives",
+    "nets",
+    "sharding",
+    "train",
+    "training",
+]

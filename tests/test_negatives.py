@@ -1,0 +1,235 @@
+"""Every negative sampler through the same tests (a registry, as in flowjax's bijection tests).
+
+Stationarity tolerances: the EBM at initialisation (E = 0) is its tilt, so chains started from
+exact draws of the tilt must stay distributed like it. With 512 chains the mean of a coordinate
+has SE 1/sqrt(512) = 0.044 (unit variance) and the variance SE sqrt(2/512) = 0.063; we allow
+0.2 and 0.3 (about 4.5 SE), while a move with a wrong acceptance ratio or a missing Jacobian
+shifts them by far more (the flows below are deliberately not the target).
+"""
+
+import functools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from numpyro_ebm import negatives as ng
+from numpyro_ebm.energy import EnergyModel
+from numpyro_ebm.flows import combine, default_flow, partition
+from numpyro_ebm.nets import ToyNet
+from numpyro_ebm.training import train
+
+DIM = 2
+
+
+@functools.cache
+def _flow(identity: bool = False):
+    """A small flow; with identity=False a random bijection, so the flow is NOT the target."""
+    return default_flow(jax.random.key(7), DIM, identity_init=identity, flow_layers=2, knots=4, nn_width=8)
+
+
+# name -> (factory(flow) -> sampler, expected (persistent, flow_training, start), exact)
+SAMPLERS = {
+    "flowmc_isir": (
+        lambda f: ng.FlowMC(f, n_particles=8, n_local_steps=3, step_size=0.1),
+        (True, "negatives", "flow"),
+        True,
+    ),
+    "flowmc_imh": (
+        lambda f: ng.FlowMC(f, global_move="imh", n_local_steps=3, step_size=0.1),
+        (True, "negatives", "flow"),
+        True,
+    ),
+    "ula": (lambda f: ng.ULA(step_size=0.01, n_steps=10), (True, None, "uniform"), True),
+    "mala": (lambda f: ng.MALA(step_size=0.1, n_steps=10, target_accept=0.6), (True, None, "gaussian"), True),
+    "short_run": (lambda f: ng.ShortRun(step_size=0.01, n_steps=10), (False, None, "uniform"), False),
+    "ntebm": (lambda f: ng.NTEBM(step_size=0.1, n_steps=10), (False, "tilt", "flow"), True),
+    "coopflow": (lambda f: ng.CoopFlow(f, step_size=5e-3, n_steps=10), (False, "negatives", "flow"), False),
+}
+
+
+def _ebm_for(sampler, net, flow) -> EnergyModel:
+    if sampler.flow_training == "tilt":  # NT-EBM: the EBM is a tilt of the flow
+        return EnergyModel(net, flow, trainable_base=True)
+    return EnergyModel(net, flow.base_dist)
+
+
+def _setup(name, net=None, identity=False):
+    factory, _, _ = SAMPLERS[name]
+    flow = _flow(identity)
+    sampler = factory(flow)
+    ebm = _ebm_for(sampler, net if net is not None else ToyNet(DIM, key=jax.random.key(1)), flow)
+    return sampler, ebm, flow
+
+
+@eqx.filter_jit
+def _move(sampler, ebm, flow, bank, key, step_size, n_chains):
+    """One training step's worth of sampling: pick chains, move them, write them back."""
+    k1, k2 = jax.random.split(key)
+    index, start = sampler.chains_from_bank(k1, ebm, flow, bank, n_chains)
+    out = sampler(k2, ebm, flow, start, step_size)
+    return bank.at[index].set(out.final), out
+
+
+class HoleNet(eqx.Module):
+    """E = 0 except NaN where x[0] > threshold: proposals there must be rejected, never stored.
+
+    The threshold is an array, so the finiteness and invariance tests share one compilation.
+    """
+
+    threshold: jax.Array
+    dim: int = eqx.field(static=True, default=DIM)
+
+    def __call__(self, x):
+        return jnp.where(x[0] > self.threshold, jnp.nan, 0.0 * x[0])
+
+
+N_CHAINS = 512
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_declarations_follow_the_paper(name):
+    sampler, _, _ = _setup(name)
+    _, expected, _ = SAMPLERS[name]
+    assert (sampler.persistent, sampler.flow_training, sampler.start) == expected
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_runs_and_keeps_chains_finite(name):
+    sampler, ebm, flow = _setup(name, net=HoleNet(jnp.asarray(1.0)))
+    flow_now = combine(*partition(flow))
+    bank = sampler.initial_positions(jax.random.key(0), ebm, flow_now, N_CHAINS)
+    bank = jnp.where(bank[:, :1] > 1.0, -bank, bank)  # start outside the hole
+    step_size = sampler.init_step_size()
+    for i in range(3):
+        bank, out = _move(sampler, ebm, flow_now, bank, jax.random.key(10 + i), step_size, N_CHAINS)
+        step_size = out.step_size
+        assert out.negatives.shape == (N_CHAINS, DIM)
+        assert bool(jnp.all(jnp.isfinite(out.negatives))) and bool(jnp.all(jnp.isfinite(bank)))
+        assert bool(jnp.isfinite(out.local_accept)) and bool(jnp.isfinite(step_size))
+    if sampler.persistent:  # chains that started in the valid region never enter the hole
+        assert float(bank[:, 0].max()) <= 1.0
+
+
+@pytest.mark.parametrize("name", [n for n, (_, _, exact) in SAMPLERS.items() if exact])
+def test_leaves_the_initial_ebm_invariant(name):
+    sampler, ebm, flow = _setup(name, net=HoleNet(jnp.asarray(jnp.inf)))  # E = 0 everywhere
+    flow_now = combine(*partition(flow))
+    n = N_CHAINS
+    # At E = 0 the EBM is its tilt; start exactly there (the flow for NT-EBM, rho otherwise).
+    reference_flow = sampler.flow_for(ebm, flow_now)
+    tilt = reference_flow if sampler.flow_training == "tilt" else flow_now.base_dist
+    bank = tilt.sample(jax.random.key(0), (n,))
+    reference = tilt.sample(jax.random.key(1), (20_000,))
+    _, out = _move(sampler, ebm, flow_now, bank, jax.random.key(2), sampler.init_step_size(), n)
+    scale = np.asarray(reference.std(0))
+    assert np.all(np.abs(np.asarray(out.negatives.mean(0) - reference.mean(0))) < 0.2 * scale)
+    assert np.all(np.abs(np.asarray(out.negatives.var(0) / reference.var(0)) - 1.0) < 0.3)
+
+
+def test_keep_takes_states_evenly_from_the_trajectory():
+    flow = _flow(identity=True)
+    net = eqx.tree_at(
+        lambda n: n.layers[-1].weight, ToyNet(DIM, key=jax.random.key(1)), replace_fn=lambda w: w + 0.1
+    )
+    ebm = EnergyModel(net, flow.base_dist)
+    x0 = jax.random.normal(jax.random.key(0), (8, DIM))
+
+    @eqx.filter_jit
+    def run(sampler, ebm, flow, step_size):
+        return sampler(jax.random.key(1), ebm, flow, x0, step_size)
+
+    # Noise-free Langevin is deterministic: keep=2 of 4 steps gives the states after steps 2 and 4.
+    step = jnp.float32(0.05)
+    thinned = run(ng.CoopFlow(flow, step_size=0.05, n_steps=4, keep=2), ebm, flow, step)
+    after2 = run(ng.CoopFlow(flow, step_size=0.05, n_steps=2), ebm, flow, step)
+    after4 = run(ng.CoopFlow(flow, step_size=0.05, n_steps=4), ebm, flow, step)
+    np.testing.assert_allclose(thinned.negatives, jnp.concatenate([after2.final, after4.final]), rtol=1e-5)
+    # FlowMC: 2 cycles of (1 global + 4 MALA) = 10 states; keep=5 -> 5 states per chain.
+    out = run(ng.FlowMC(flow, keep=5), ebm, flow, jnp.float32(0.01))
+    assert out.negatives.shape == (40, DIM)
+    np.testing.assert_array_equal(out.negatives[-8:], out.final)
+
+
+def test_step_size_adapts_toward_target():
+    sampler = ng.MALA(step_size=5.0, n_steps=5, target_accept=0.6)
+    ebm = EnergyModel(ToyNet(DIM, key=jax.random.key(1)), _flow(True).base_dist)
+    bank = jax.random.normal(jax.random.key(0), (64, DIM))
+    step_size = sampler.init_step_size()
+    for i in range(5):
+        bank, out = _move(sampler, ebm, None, bank, jax.random.key(i), step_size, 64)
+        step_size = out.step_size
+    assert float(step_size) == pytest.approx(5.0 / 1.05**5)  # acceptance is far below 0.6
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: ng.ULA(step_size=0.0), "step_size"),
+        (lambda: ng.MALA(step_size=float("nan")), "step_size"),
+        (lambda: ng.ShortRun(n_steps=0), "n_steps"),
+        (lambda: ng.ULA(start="flow"), "start"),
+        (lambda: ng.ULA(start_scale=-1.0), "start_scale"),
+        (lambda: ng.MALA(target_accept=1.2), "target_accept"),
+        (lambda: ng.NTEBM(keep=0), "keep"),
+        (lambda: ng.FlowMC(_flow(), keep=11), "keep=11"),
+        (lambda: ng.FlowMC(_flow(), n_particles=1), "n_particles"),
+        (lambda: ng.FlowMC(_flow(), global_move="hmc"), "global_move"),
+        (lambda: ng.FlowMC(_flow(), n_cycles=0), "n_cycles"),
+        (lambda: ng.CoopFlow(_flow(), step_size=-1e-3), "step_size"),
+        (lambda: ng.ULA(step_size=None), "step_size"),
+        (lambda: ng.FlowMC(_flow(), particle_batch_size=0), "particle_batch_size"),
+    ],
+)
+def test_invalid_settings_raise(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_mismatched_models_raise():
+    net = ToyNet(DIM, key=jax.random.key(1))
+    with pytest.raises(TypeError, match="trainable_base=True"):
+        ng.NTEBM().validate(EnergyModel(net, _flow().base_dist), 8)
+    with pytest.raises(ValueError, match="dim 3"):
+        ng.FlowMC(_flow()).validate(EnergyModel(ToyNet(3, key=jax.random.key(0)), None), 8)
+    with pytest.raises(ValueError, match="multiple of keep"):
+        ng.FlowMC(_flow(), keep=3).validate(EnergyModel(net, _flow().base_dist), 8)
+    with pytest.raises(ValueError, match="tilted EBM"):
+        ng.MALA(start="base").validate(EnergyModel(net, None), 8)
+
+
+@pytest.mark.parametrize("name", ["ula", "mala", "short_run", "ntebm", "coopflow"])
+def test_trains_a_few_steps(name):
+    """flowMC's training is covered by test_training.py; here each baseline runs through train()."""
+    sampler, ebm, flow = _setup(name, identity=True)
+    if name == "ula":  # the paper's ULA-EBM baseline: the untilted EBM (Algorithm 3)
+        ebm = EnergyModel(ToyNet(DIM, key=jax.random.key(1)), None)
+    data = 1.5 + 0.3 * jax.random.normal(jax.random.key(0), (64, DIM))
+    result = train(
+        ebm,
+        data,
+        key=jax.random.key(1),
+        negatives=sampler,
+        optimizer=optax.adam(1e-2),
+        num_steps=4,
+        batch_size=8,
+        bank_size=16,
+        chunk_size=2,
+        progress=False,
+    )
+    assert result.history["loss"].shape == (2,)
+    assert np.all(np.isfinite(result.history["loss"]))
+    assert bool(jnp.all(jnp.isfinite(result.bank)))
+    assert float(jnp.abs(result.ebm.energy(data)).max()) > 0  # the energy moved off zero
+    if sampler.flow_training is None:
+        assert result.flow is None
+    else:  # the flow was trained: on the negatives (CoopFlow) or as the EBM's tilt (NT-EBM)
+        moved = jax.tree.map(
+            lambda a, b: float(jnp.abs(a - b).max()),
+            eqx.filter(result.flow, eqx.is_inexact_array),
+            eqx.filter(flow, eqx.is_inexact_array),
+        )
+        assert max(jax.tree.leaves(moved)) > 0
