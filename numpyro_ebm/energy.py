@@ -60,6 +60,10 @@ class FlowjaxDistribution(npd.Distribution):
         return constraints.independent(constraints.real, len(self.event_shape))
 
     def sample(self, key: PRNGKeyArray, sample_shape: tuple[int, ...] = ()) -> Array:
+        # NumPyro and ArviZ still hand out raw uint32 keys (jax.random.PRNGKey); flowjax wants
+        # typed keys.
+        if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.wrap_key_data(key)
         return self.dist.sample(key, tuple(sample_shape))
 
     def log_prob(self, value: Array) -> Array:

@@ -216,3 +216,24 @@ def test_trainable_tilt_gets_the_likelihood_gradient():
         )
     )(ebm, flow)
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def test_ebm_model_works_with_arviz():
+    """ArviZ replays the model with a raw uint32 key; the flowjax base must accept it."""
+    import arviz as az
+    from numpyro.infer import MCMC
+
+    import numpyro_ebm as ne
+
+    flow = ne.flows.default_flow(jax.random.key(0), 2, identity_init=True)
+    ebm = ne.EnergyModel(ne.nets.ToyNet(2, key=jax.random.key(1)), flow.base_dist)
+    mcmc = MCMC(
+        ne.FlowMCKernel(ebm.model, flow=flow, train_flow=False),
+        num_warmup=5,
+        num_samples=5,
+        num_chains=4,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.key(0))
+    assert "x" in az.from_numpyro(mcmc).posterior
