@@ -180,12 +180,14 @@ def fit_flow(
     *,
     num_steps: int,
     batch_size: int | None = None,
+    num_valid: Array | int | None = None,
     loss_fn: Callable = forward_kl,
 ) -> tuple[PyTree, optax.OptState, Float[Array, " num_steps"]]:
     """Run ``num_steps`` optax steps of forward KL on ``samples`` as one ``lax.scan``.
 
-    Each step uses a random minibatch of ``batch_size`` rows (all rows when ``None``). A step
-    whose loss or gradient is not finite is skipped, so a bad batch never corrupts the flow.
+    Each step uses a minibatch of ``batch_size`` rows drawn uniformly with replacement (a full
+    shuffle per step costs more than the step itself); all rows when ``None``. A step whose loss
+    or gradient is not finite is skipped, so a bad batch never corrupts the flow.
 
     Args:
         key: PRNG key for the minibatches.
@@ -196,6 +198,8 @@ def fit_flow(
         optimizer: any optax transformation.
         num_steps: optimiser steps (static).
         batch_size: minibatch size (static).
+        num_valid: draw minibatches from the first ``num_valid`` rows only (may be traced), e.g.
+            the filled part of a ring buffer; needs ``batch_size``.
         loss_fn: ``(params, static, batch) -> scalar``; forward KL by default.
 
     Returns:
@@ -212,14 +216,16 @@ def fit_flow(
         >>> bool(losses[-1] < losses[0])
         True
     """
-    n = samples.shape[0]
+    if num_valid is not None and batch_size is None:
+        raise ValueError("fit_flow: num_valid needs a batch_size (minibatches are drawn from those rows).")
+    n = samples.shape[0] if num_valid is None else num_valid
 
     def step(carry, step_key):
         params, opt_state = carry
-        if batch_size is None or batch_size >= n:
+        if batch_size is None:
             batch = samples
         else:
-            batch = samples[jax.random.choice(step_key, n, (batch_size,), replace=False)]
+            batch = samples[jax.random.randint(step_key, (batch_size,), 0, n)]
         loss, grads = eqx.filter_value_and_grad(loss_fn)(params, static, batch)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = eqx.apply_updates(params, updates)

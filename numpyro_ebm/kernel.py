@@ -102,6 +102,10 @@ class FlowMCKernel(MCMCKernel):
         shard: split the chains over devices with ``jax.sharding`` (``True``: all of
             ``jax.devices()``; or a sequence of devices / a 1-D ``Mesh``). Off by default;
             ``num_chains`` must be a multiple of the device count. The flow is replicated.
+        keep_trained_flow: copy the flow to the host at the end of warmup so that
+            ``kernel.flow`` is the trained flow. This puts a host callback in the compiled loop,
+            which keeps JAX's persistent compilation cache from serving repeated runs; with
+            ``False``, get the flow with ``kernel.get_flow(mcmc.last_state)``.
 
     Example:
         >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
@@ -140,6 +144,7 @@ class FlowMCKernel(MCMCKernel):
         particle_batch_size: int | None = None,
         init_strategy: Callable = init_to_uniform,
         shard=False,
+        keep_trained_flow: bool = True,
     ):
         if (model is None) == (potential_fn is None):
             raise ValueError("Pass exactly one of `model` or `potential_fn` to FlowMCKernel.")
@@ -178,6 +183,7 @@ class FlowMCKernel(MCMCKernel):
         self._particle_batch_size = particle_batch_size
         self._init_strategy = init_strategy
         self._mesh = sharding.resolve_mesh(shard)
+        self._keep_trained_flow = keep_trained_flow
         # Set by init(): the pure pieces the jitted sample() closes over.
         self._postprocess_fn = None
         self._potential_gen = None
@@ -432,14 +438,20 @@ class FlowMCKernel(MCMCKernel):
                 self._flow_optimizer,
                 num_steps=self._flow_steps,
                 batch_size=self._flow_batch_size,
+                # Only the slots written so far: the initial copies of the start points would
+                # teach the flow mass where the chains merely began.
+                num_valid=jnp.minimum(state.i, self._buffer_iterations) * buffer.shape[1],
             )
-        # Hand the final warmup flow to the host once, so that ``kernel.flow`` is the trained flow.
-        jax.lax.cond(
-            state.i == self._num_warmup,
-            lambda p: jax.debug.callback(self._remember_trained_flow, p),
-            lambda p: None,
-            params,
-        )
+        if self._keep_trained_flow:
+            # Hand the final warmup flow to the host once, so that ``kernel.flow`` is the trained
+            # flow. (A host callback keeps JAX's persistent compilation cache from serving the
+            # program; keep_trained_flow=False removes it.)
+            jax.lax.cond(
+                state.i == self._num_warmup,
+                lambda p: jax.debug.callback(self._remember_trained_flow, p),
+                lambda p: None,
+                params,
+            )
         return state._replace(
             step_size=step_size.astype(state.step_size.dtype),
             adapt_state=adapt_state,
