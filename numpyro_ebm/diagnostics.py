@@ -2,7 +2,8 @@
 
 * **Zone weights** (Fig. 1, Table 3): the share of samples, or of a density's mass, in each mode
   zone of a :class:`~numpyro_ebm.datasets.Target`. A density is integrated on a regular 2-D grid
-  ("manually summing the mass in each region", App. C.3).
+  ("manually summing the mass in each region", App. C.3); :class:`GridZoneWeights` does the same
+  integral compiled once, to track a mode's weight during training.
 * **Log-density error** (Table 1): the median over grid points of the squared difference of
   grid-normalised log-densities.
 * **Mixing** (Table 2): the maximum over coordinates of the rank-normalised split R-hat of
@@ -40,6 +41,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 __all__ = [
     "GridDensity",
+    "GridZoneWeights",
     "zone_frequencies",
     "grid_log_density",
     "zone_weights",
@@ -226,6 +228,14 @@ def _check_output_shape(fn: LogDensityFn, dim: int, dtype, who: str) -> None:
         )
 
 
+def _cell_centres(bounds: Bounds, resolution: int, dtype) -> Float[Array, "r r 2"]:
+    """Centres of a ``resolution x resolution`` grid of cells over ``bounds``, ``indexing="ij"``."""
+    (x_lo, x_hi), (y_lo, y_hi) = bounds
+    xs = x_lo + (x_hi - x_lo) / resolution * (jnp.arange(resolution, dtype=dtype) + 0.5)
+    ys = y_lo + (y_hi - y_lo) / resolution * (jnp.arange(resolution, dtype=dtype) + 0.5)
+    return jnp.stack(jnp.meshgrid(xs, ys, indexing="ij"), axis=-1)
+
+
 def grid_log_density(
     log_density_fn: Any,
     bounds: Bounds,
@@ -260,9 +270,7 @@ def grid_log_density(
     if resolution < 2:
         raise ValueError(f"resolution must be >= 2; got {resolution}.")
     dtype = jnp.result_type(float)
-    xs = x_lo + (x_hi - x_lo) / resolution * (jnp.arange(resolution, dtype=dtype) + 0.5)
-    ys = y_lo + (y_hi - y_lo) / resolution * (jnp.arange(resolution, dtype=dtype) + 0.5)
-    points = jnp.stack(jnp.meshgrid(xs, ys, indexing="ij"), axis=-1)
+    points = _cell_centres(((x_lo, x_hi), (y_lo, y_hi)), resolution, dtype)
     _check_output_shape(fn, 2, dtype, "grid_log_density")
     flat = points.reshape(-1, 2)
     logp = _map_in_batches(fn, flat, min(batch_size, flat.shape[0]))
@@ -287,14 +295,20 @@ def grid_log_density(
 _SUBCELL_OFFSETS = np.array([[1.0, 3.0], [3.0, -1.0], [-1.0, -3.0], [-3.0, 1.0]]) / 8
 
 
-def _grid_zone_masses(grid: GridDensity, zone_fn: Callable, n_zones: int) -> Array:
-    p = np.asarray(grid.points)
-    spacing = jnp.asarray([p[1, 0, 0] - p[0, 0, 0], p[0, 1, 1] - p[0, 0, 1]], grid.points.dtype)
-    quarter_mass = (jnp.exp(grid.log_density) * (grid.cell_area / 4)).reshape(-1)
-    masses = jnp.zeros(n_zones, grid.log_density.dtype)
+def _subcell_shares(points: Array, zone_fn: Callable, n_zones: int) -> Float[Array, "cells n_zones"]:
+    """Share of each cell of the grid ``points (r, r, 2)`` in each zone: 0, 1/4, ..., 1."""
+    p = np.asarray(points)
+    spacing = jnp.asarray([p[1, 0, 0] - p[0, 0, 0], p[0, 1, 1] - p[0, 0, 1]], points.dtype)
+    shares = jnp.zeros((p.shape[0] * p.shape[1], n_zones), points.dtype)
     for offset in _SUBCELL_OFFSETS:
-        z = _zone_indices(zone_fn, grid.points + offset * spacing, n_zones).reshape(-1)
-        masses = masses + jax.ops.segment_sum(quarter_mass, z, num_segments=n_zones)
+        z = _zone_indices(zone_fn, points + offset * spacing, n_zones).reshape(-1)
+        shares = shares + jax.nn.one_hot(z, n_zones, dtype=points.dtype) / 4
+    return shares
+
+
+def _grid_zone_masses(grid: GridDensity, zone_fn: Callable, n_zones: int) -> Array:
+    shares = _subcell_shares(grid.points, zone_fn, n_zones)
+    masses = (jnp.exp(grid.log_density) * grid.cell_area).reshape(-1) @ shares
     return masses / jnp.sum(masses)  # removes the last float rounding of the normalisation
 
 
@@ -348,6 +362,95 @@ def zone_weights(
         )
     grid = grid_log_density(samples_or_log_density, bounds, resolution)
     return _grid_zone_masses(grid, zone_fn, n_zones)
+
+
+class GridZoneWeights:
+    """:func:`zone_weights` of a 2-D density as one compiled program: a mode's weight during training.
+
+    The integral of :func:`zone_weights` (densities at the cell centres, normalised on the grid;
+    each cell's mass shared among the zones of 4 points inside it), with the grid and each cell's
+    zone shares built once, here. Calling it on a model runs one compiled program, compiled once
+    per model structure: after every training chunk it costs milliseconds, not a retrace.
+
+    It is also a ``metrics`` entry for :func:`~numpyro_ebm.training.train`, which calls
+    ``fn(ebm, flow, bank)``: pass ``zone=`` to make it return that zone's weight as a float (the
+    scalar a training history records). Unlike :func:`zone_weights` it does not check the
+    density: a NaN or ``+inf`` log-density on the grid gives NaN weights rather than an error,
+    so that a diverging training run records NaN and goes on to its divergence check.
+
+    Args:
+        zones: zone function ``(..., 2) -> int (...)`` or a Target (which also supplies
+            ``n_zones`` and the default ``bounds``).
+        n_zones: number of zones; read from ``zones`` when omitted.
+        bounds: integration box ``((x1_lo, x1_hi), (x2_lo, x2_hi))``; ``zones.bounds`` of a
+            Target by default.
+        resolution: grid cells per axis (``>= 2``).
+        zone: ``None``: calls return every zone's weight, shape ``(n_zones,)``; an index: calls
+            return that zone's weight, a float.
+
+    Example:
+        >>> import jax
+        >>> from numpyro_ebm import datasets
+        >>> target = datasets.two_modes_target()
+        >>> weights = GridZoneWeights(target, resolution=100)
+        >>> [round(w, 3) for w in weights(target).tolist()]
+        [0.333, 0.667]
+        >>> metric = GridZoneWeights(target, resolution=100, zone=1)  # train(metrics={"w": metric})
+        >>> round(metric(target.log_prob, None, None), 3)
+        0.667
+    """
+
+    def __init__(
+        self,
+        zones: Any,
+        n_zones: int | None = None,
+        *,
+        bounds: Bounds | None = None,
+        resolution: int = 200,
+        zone: int | None = None,
+    ):
+        zone_fn, n_zones, default_bounds = _resolve_zones(zones, n_zones)
+        bounds = default_bounds if bounds is None else bounds
+        if bounds is None:
+            raise ValueError(
+                "GridZoneWeights integrates on a 2-D grid: pass bounds=((x1_lo, x1_hi), (x2_lo, x2_hi)) "
+                "(e.g. target.bounds), or a Target with bounds as zones."
+            )
+        bounds = _check_bounds(bounds)
+        _check_n(resolution, "resolution")
+        if resolution < 2:
+            raise ValueError(f"resolution must be >= 2; got {resolution}.")
+        if zone is not None and (
+            isinstance(zone, bool) or not isinstance(zone, int | np.integer) or not 0 <= zone < n_zones
+        ):
+            raise ValueError(f"zone must be None or an index in [0, {n_zones - 1}]; got {zone!r}.")
+        points = _cell_centres(bounds, resolution, jnp.result_type(float))
+        self.bounds, self.resolution, self.n_zones = bounds, resolution, n_zones
+        self.zone = None if zone is None else int(zone)
+        self._points = points.reshape(-1, 2)
+        self._shares = _subcell_shares(points, zone_fn, n_zones)
+
+    def __call__(self, model: Any, flow: Any = None, bank: Any = None) -> Float[Array, " n_zones"] | float:
+        """The zone weights of ``model``'s density (``flow`` and ``bank`` are ignored).
+
+        Args:
+            model: a log-density: a callable ``(..., 2) -> (...)``, an ``EnergyModel`` (its
+                ``log_density``) or an object with ``log_prob``.
+            flow: ignored (``train`` passes the sampler's flow).
+            bank: ignored (``train`` passes the negative chains).
+
+        Returns:
+            The weights, shape ``(n_zones,)`` summing to 1; or, with ``zone=``, that zone's weight.
+        """
+        weights = _softmax_shares(_as_log_density(model, "GridZoneWeights"), self._points, self._shares)
+        return weights if self.zone is None else float(weights[self.zone])
+
+
+# A bound method of an equinox module (ebm.log_density, target.log_prob) is a pytree: its arrays
+# are traced, so every model of one structure shares a compilation.
+@eqx.filter_jit
+def _softmax_shares(fn, points, shares):
+    return jax.nn.softmax(fn(points)) @ shares
 
 
 # --- log-density error and zone-weight errors (Tables 1 and 3) ---------------------------------

@@ -261,7 +261,8 @@ def plot_slice(
     Args:
         log_densities: one log-density (callable or object with ``log_density``/``log_prob``)
             or a mapping ``{label: log-density}``.
-        start, end: the two points, e.g. the two centres ``(-1.5, -1.5)`` and ``(1.5, 1.5)``.
+        start: the first point, e.g. the centre ``(-1.5, -1.5)``.
+        end: the second point, e.g. the centre ``(1.5, 1.5)``.
         bounds: the normalisation box ``((x1_lo, x1_hi), (x2_lo, x2_hi))``.
         truth: the true log-density (e.g. a ``datasets.Target``), drawn dashed in black.
         margin: extension beyond each end, as a fraction of the segment's length.
@@ -342,7 +343,10 @@ def plot_samples(
         resolution: grid cells per axis of the background.
         max_points: at most this many points are drawn.
         max_paths: chains drawn as paths (3-D input only).
-        color, size, alpha, label: scatter style.
+        color: scatter colour.
+        size: marker size.
+        alpha: marker opacity.
+        label: legend label of the scatter.
         title: axes title.
         seed: seed of the subset drawn when there are more than ``max_points`` points.
 
@@ -409,7 +413,9 @@ def plot_weight_history(
             (e.g. ``train(..., metrics={"weight": ...}).history``).
         true_weight: drawn as a dashed black line.
         ax: draw here; a new figure when ``None``.
-        xlabel, ylabel, title: labels.
+        xlabel: horizontal axis label.
+        ylabel: vertical axis label.
+        title: axes title.
         ylim: vertical limits (``None``: automatic).
 
     Returns:

@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from numpyro_ebm import cli  # noqa: E402
+from numpyro_ebm import cli, runs  # noqa: E402
 
 SUBCOMMANDS = ["demo", "train", "sample", "evaluate", "reproduce"]
 TINY_TRAIN = [
@@ -92,6 +92,7 @@ def test_demo_quick_writes_figures_and_metrics(tmp_path, capsys):
     assert {"true_weight", "methods", "settings", "time_s", "figures"} <= metrics.keys()
     assert abs(metrics["true_weight"] - 2 / 3) < 1e-6
     assert metrics["settings"]["steps"] == 12
+    assert (metrics["settings"]["lr_ebm"], metrics["settings"]["lr_final"]) == (1e-2, 1e-4)
     for method in ("flowmc", "ula"):
         summary = metrics["methods"][method]
         for key in ("final_weight", "bank_weight", "time_s", "abs_error"):
@@ -122,11 +123,11 @@ def named_run(tmp_path_factory):
 
 def test_train_writes_a_loadable_run(named_run):
     manifest = json.loads((named_run / "run.json").read_text())
-    assert manifest["format"] == cli.RUN_FORMAT
+    assert manifest["format"] == runs.RUN_FORMAT
     assert manifest["dim"] == 2 and manifest["sampler"] == "flowmc" and manifest["steps"] == 6
     assert manifest["net"]["widths"] == [16, 16] and manifest["flow"]["flow_layers"] == 1
     assert (named_run / "checkpoints").is_dir()
-    run = cli.load_run(named_run)
+    run = runs.load_run(named_run)
     assert run.bank.shape == (16, 2) and run.flow is not None
     assert np.all(np.isfinite(np.asarray(run.ebm.log_density(run.bank))))
     # The saved EBM is the trained one, not the zero-energy initialisation.
@@ -189,7 +190,7 @@ def test_user_csv_file_with_header(tmp_path):
     path = tmp_path / "points.csv"
     rows = np.random.default_rng(1).normal(size=(20, 2))
     path.write_text("x1,x2\n" + "\n".join(f"{a},{b}" for a, b in rows))
-    data, target, info = cli._load_data(str(path), num_data=0, dim=None, key=None, batch_size=8)
+    data, target, info = runs.load_data(str(path), num_data=0, dim=None, key=None, batch_size=8)
     assert data.shape == (20, 2) and target is None and not info["named"]
     assert np.allclose(data, rows, atol=1e-6)
 

@@ -1,0 +1,262 @@
+"""``numpyro-ebm train``: settle a run's settings, train its EBM, save the run.
+
+Example:
+    >>> config = resolve_config({"data": "two_modes", "sampler": "flowmc"}, steps=100,
+    ...                         out=Path("/tmp/new-run"), resume=False)  # doctest: +SKIP
+    >>> summary = train_run(config, Path("/tmp/new-run"), resume=False, progress=False)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from numpyro_ebm import checkpoints, flows
+from numpyro_ebm import negatives as ng
+from numpyro_ebm._json import write_json
+from numpyro_ebm.energy import EnergyModel
+from numpyro_ebm.runs import (
+    CONFIG_FILE,
+    FLOW,
+    HAS_FLOW,
+    NET,
+    PROG,
+    RUN_FILE,
+    TILT,
+    UsageError,
+    build_models,
+    load_data,
+    save_run,
+)
+from numpyro_ebm.training import train
+
+__all__ = ["OPTIONS", "resolve_config", "build_negatives", "train_run", "report"]
+
+# Options that shape a run: on --resume they default to the saved values, and may not change.
+OPTIONS = {
+    "data": None,
+    "dim": None,
+    "num_data": 16384,
+    "sampler": None,
+    "batch_size": 64,
+    "bank_size": 1024,
+    "lr": 1e-3,
+    "flow_lr": 1e-3,
+    "seed": 0,
+    "chunk_size": 100,
+    "checkpoint_every": 1000,
+    "step_size": None,
+    "n_steps": None,
+    "n_local_steps": None,
+    "n_cycles": None,
+    "n_particles": None,
+    "pretrain_flow": None,
+    "net_widths": [32, 64, 64, 64],
+    "flow_layers": 4,
+    "flow_width": 32,
+}
+_FLOWMC_ONLY = ("n_local_steps", "n_cycles", "n_particles")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def resolve_config(given: dict[str, Any], *, steps: int, out: Path, resume: bool) -> dict[str, Any]:
+    """The settings of the run in ``out``: ``OPTIONS`` overridden by ``given``, checked.
+
+    Args:
+        given: the options set on the command line (keys of ``OPTIONS``).
+        steps: total training steps.
+        out: the run folder.
+        resume: continue the run in ``out``: its saved settings hold, and ``given`` may not differ.
+
+    Raises:
+        UsageError: a missing or contradictory option, or an ``out`` that already holds another run.
+    """
+    config_path = out / CONFIG_FILE
+    has_run = config_path.is_file() or (out / "checkpoints").is_dir() or (out / RUN_FILE).is_file()
+    if resume and config_path.is_file():
+        saved = json.loads(config_path.read_text())
+        for name, value in given.items():
+            if saved.get(name) != value:
+                raise UsageError(
+                    f"{_flag(name)} {value} differs from the run being resumed in {out} ({saved.get(name)}); "
+                    f"drop {_flag(name)} or train into a new --out."
+                )
+        return {**saved, "steps": steps}
+    if has_run and not resume:
+        raise UsageError(
+            f"--out {out} already holds a run; pass --resume to continue it, or choose an empty --out."
+        )
+    config = {**OPTIONS, **given, "steps": steps}
+    for name in ("data", "sampler"):
+        if config[name] is None:
+            raise UsageError(f"train needs --{name}; see `{PROG} train --help`.")
+    sampler = config["sampler"]
+    if sampler != "flowmc":
+        wrong = [k for k in _FLOWMC_ONLY if k in given]
+        if wrong:
+            raise UsageError(f"{_flag(wrong[0])} applies to --sampler flowmc only; drop it.")
+    elif "n_steps" in given:
+        raise UsageError("--n-steps does not apply to --sampler flowmc; use --n-local-steps and --n-cycles.")
+    if sampler not in HAS_FLOW:
+        wrong = [k for k in ("flow_layers", "flow_width") if k in given]
+        if wrong:
+            raise UsageError(
+                f"{_flag(wrong[0])} applies to samplers with a flow ({', '.join(HAS_FLOW)}); "
+                f"--sampler {sampler} has none. Drop it."
+            )
+    if config["pretrain_flow"] is None:
+        config["pretrain_flow"] = 1000 if sampler == "coopflow" else 0
+    elif config["pretrain_flow"] and sampler not in ("coopflow", "ntebm"):
+        raise UsageError(
+            "--pretrain-flow applies to --sampler coopflow or ntebm; flowMC-EBM's flow starts at "
+            "the identity, like its EBM."
+        )
+    if config["bank_size"] < config["batch_size"]:
+        raise UsageError(f"--bank-size {config['bank_size']} must be >= --batch-size {config['batch_size']}.")
+    return config
+
+
+def build_negatives(config: dict[str, Any], flow) -> ng.AbstractNegatives:
+    """The negative sampler named by ``config["sampler"]``, with the settings ``config`` gives."""
+    sampler = config["sampler"]
+    kwargs = {k: config[k] for k in ("step_size", "n_steps") if config[k] is not None}
+    if sampler == "flowmc":
+        kwargs.update({k: config[k] for k in _FLOWMC_ONLY if config[k] is not None})
+        return ng.FlowMC(flow, global_move="isir", **kwargs)
+    if sampler == "coopflow":
+        return ng.CoopFlow(flow, **kwargs)
+    cls = {"ula": ng.ULA, "mala": ng.MALA, "shortrun": ng.ShortRun, "ntebm": ng.NTEBM}[sampler]
+    return cls(**kwargs)
+
+
+def _sampler_settings(negatives) -> dict:
+    names = (
+        "step_size",
+        "n_steps",
+        "n_local_steps",
+        "n_cycles",
+        "n_particles",
+        "global_move",
+        "target_accept",
+        "start",
+        "keep",
+    )
+    return {n: getattr(negatives, n) for n in names if hasattr(negatives, n)}
+
+
+def _pretrain_flow(flow, data, key, num_steps: int, lr: float):
+    params, static = flows.partition(flow)
+    optimizer = optax.adam(lr)
+    params, _, losses = flows.fit_flow(
+        key, params, static, optimizer.init(params), data, optimizer, num_steps=num_steps, batch_size=256
+    )
+    return eqx.combine(params, static), float(losses[-1])
+
+
+def train_run(config: dict[str, Any], out: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
+    """Train the run that ``config`` (from :func:`resolve_config`) describes and save it in ``out``.
+
+    Checkpoints go to ``out/checkpoints`` (``resume`` continues from the latest), the settings to
+    ``out/config.json``, the trained run to ``out/model.eqx`` and ``out/run.json``.
+
+    Returns:
+        The manifest written to ``run.json``.
+    """
+    key_data, key_models, key_pretrain, key_train = jax.random.split(jax.random.key(config["seed"]), 4)
+    data, _, data_info = load_data(
+        config["data"],
+        num_data=config["num_data"],
+        dim=config["dim"],
+        key=key_data,
+        batch_size=config["batch_size"],
+    )
+    if config["batch_size"] > data.shape[0]:
+        raise UsageError(
+            f"--batch-size {config['batch_size']} exceeds the {data.shape[0]} data points; lower it."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG_FILE, config)
+    dim, sampler = int(data.shape[1]), config["sampler"]
+    net_cfg = {**NET, "widths": list(config["net_widths"])}
+    flow_cfg = None
+    if sampler in HAS_FLOW:
+        flow_cfg = {**FLOW, "flow_layers": config["flow_layers"], "nn_width": config["flow_width"]}
+    ebm, flow = build_models(key_models, dim, sampler, net_cfg, flow_cfg)
+    checkpoint_dir = out / "checkpoints"
+    resuming = checkpoints.latest_checkpoint(checkpoint_dir) is not None
+    pretrain_loss = None
+    if config["pretrain_flow"] and not resuming:
+        print(f"pre-training the flow on the data for {config['pretrain_flow']} steps", file=sys.stderr)
+        flow, pretrain_loss = _pretrain_flow(
+            flow, jnp.asarray(data), key_pretrain, config["pretrain_flow"], config["flow_lr"]
+        )
+        if TILT[sampler] == "flow":  # NT-EBM: the pre-trained flow is the tilt
+            ebm = EnergyModel(ebm.net, flow, trainable_base=True)
+    negatives = build_negatives(config, flow)
+    print(
+        f"training a {NET['kind']} EBM with {type(negatives).__name__} negatives on {config['data']} "
+        f"({data.shape[0]} points, dim {dim}) for {config['steps']} steps",
+        file=sys.stderr,
+    )
+    start = time.perf_counter()
+    result = train(
+        ebm,
+        data,
+        key=key_train,
+        negatives=negatives,
+        optimizer=optax.adam(config["lr"]),
+        flow_optimizer=optax.adam(config["flow_lr"]),
+        num_steps=config["steps"],
+        batch_size=config["batch_size"],
+        bank_size=config["bank_size"],
+        chunk_size=config["chunk_size"],
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=config["checkpoint_every"],
+        resume=resume,
+        progress=progress,
+    )
+    manifest = {
+        "dim": dim,
+        "sampler": sampler,
+        "tilt": TILT[sampler],
+        "net": net_cfg,
+        "flow": flow_cfg,
+        "bank_size": config["bank_size"],
+        "data": {**data_info, "num_data": int(data.shape[0])},
+        "config": config,
+        "sampler_settings": _sampler_settings(negatives),
+        "steps": result.step,
+        "time_s": time.perf_counter() - start,
+        "pretrain_flow_loss": pretrain_loss,
+        "history": {k: v.tolist() for k, v in result.history.items()},
+    }
+    save_run(out, ebm=result.ebm, flow=result.flow, bank=result.bank, manifest=manifest)
+    return manifest
+
+
+def report(manifest: dict[str, Any], out: Path) -> str:
+    """What ``train`` prints: the last losses and acceptances, and what to run next."""
+    h = manifest["history"]
+    lines = []
+    if len(h["step"]):
+        line = f"loss {h['loss'][-1]:.3g}, local acceptance {h['local_accept'][-1]:.2f}"
+        if math.isfinite(h["global_accept"][-1]):
+            line += f", global acceptance {h['global_accept'][-1]:.2f}"
+        lines.append(f"step {manifest['steps']}: {line}")
+    lines.append(
+        f"saved the model to {out} ({manifest['time_s']:.0f} s); next: `{PROG} sample --run {out}` "
+        f"or `{PROG} evaluate --run {out}`"
+    )
+    return "\n".join(lines)
