@@ -114,6 +114,21 @@ def _select(accept: Array, new: ChainState, old: ChainState) -> ChainState:
     return ChainState(*(pick(a, b) for a, b in zip(new, old, strict=True)))
 
 
+def _metropolis(
+    key: PRNGKeyArray, log_ratio: Array, finite: Array, proposal: ChainState, state: ChainState
+) -> tuple[ChainState, MoveInfo]:
+    """Accept each chain's proposal with probability ``min(1, exp(log_ratio))``.
+
+    A proposal that is not ``finite`` (or whose ratio is NaN) has acceptance probability 0.
+    """
+    finite = finite & ~jnp.isnan(log_ratio)
+    log_ratio = jnp.where(finite, log_ratio, -jnp.inf)
+    accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
+    u = jax.random.uniform(key, accept_prob.shape, accept_prob.dtype)
+    accept = finite & (jnp.log(u) < log_ratio)
+    return _select(accept, proposal, state), MoveInfo(accept_prob, accept)
+
+
 def _langevin_proposal(key: PRNGKeyArray, state: ChainState, step_size: Array) -> Array:
     eta = jnp.reshape(step_size, (-1, 1))  # scalar -> (1, 1), per-chain -> (chains, 1)
     noise = jax.random.normal(key, state.position.shape, state.position.dtype)
@@ -163,13 +178,8 @@ def mala(
         + _log_langevin_kernel(state.position, proposal, grad, step_size)
         - _log_langevin_kernel(proposal, state.position, state.logdensity_grad, step_size)
     )
-    finite = _is_finite_point(logdensity, grad) & ~jnp.isnan(log_ratio)
-    log_ratio = jnp.where(finite, log_ratio, -jnp.inf)
-    accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
-    u = jax.random.uniform(key_acc, accept_prob.shape, accept_prob.dtype)
-    accept = finite & (jnp.log(u) < log_ratio)
-    new_state = _select(accept, ChainState(proposal, logdensity, grad), state)
-    return new_state, MoveInfo(accept_prob, accept)
+    finite = _is_finite_point(logdensity, grad)
+    return _metropolis(key_acc, log_ratio, finite, ChainState(proposal, logdensity, grad), state)
 
 
 def ula(
@@ -237,13 +247,8 @@ def imh(
     log_q_current = flow.log_prob(state.position)
     logdensity, grad = _value_and_grad(logdensity_fn, proposal)
     log_ratio = (logdensity - log_q_prop) - (state.logdensity - log_q_current)
-    finite = _is_finite_point(logdensity, grad) & jnp.isfinite(log_q_prop) & ~jnp.isnan(log_ratio)
-    log_ratio = jnp.where(finite, log_ratio, -jnp.inf)
-    accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
-    u = jax.random.uniform(key_acc, accept_prob.shape, accept_prob.dtype)
-    accept = finite & (jnp.log(u) < log_ratio)
-    new_state = _select(accept, ChainState(proposal, logdensity, grad), state)
-    return new_state, MoveInfo(accept_prob, accept)
+    finite = _is_finite_point(logdensity, grad) & jnp.isfinite(log_q_prop)
+    return _metropolis(key_acc, log_ratio, finite, ChainState(proposal, logdensity, grad), state)
 
 
 def isir(

@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike
 
+from numpyro_ebm.diagnostics import _as_log_density
+
 __all__ = [
     "plot_density",
     "plot_flow_density",
@@ -54,19 +56,6 @@ def _figure_and_axes(ax, figsize=(4.2, 3.6)):
 
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     return fig, ax
-
-
-def _log_density_fn(obj: Any, who: str) -> Callable:
-    for attr in ("log_density", "log_prob"):
-        method = getattr(obj, attr, None)
-        if callable(method):
-            return method
-    if callable(obj):
-        return obj
-    raise TypeError(
-        f"{who} needs a log-density: a callable (..., 2) -> (...) or an object with a log_density or "
-        f"log_prob method (an EnergyModel, a flow, a Target); got {type(obj).__name__}."
-    )
 
 
 _CHUNK = 65536  # points per compiled evaluation: bounds memory, one compilation per model type
@@ -109,7 +98,7 @@ class _Grid(NamedTuple):
 
 def _grid(log_density: Any, bounds: Bounds, resolution: int, who: str) -> _Grid:
     """Evaluate a log-density on cell centres over ``bounds`` and normalise it (midpoint rule)."""
-    fn = _log_density_fn(log_density, who)
+    fn = _as_log_density(log_density, who)
     try:
         (x_lo, x_hi), (y_lo, y_hi) = (tuple(map(float, axis)) for axis in bounds)
     except (TypeError, ValueError):
