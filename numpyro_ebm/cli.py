@@ -78,6 +78,18 @@ def _widths(text: str) -> list[int]:
     return values
 
 
+def _dims(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be positive integers separated by commas, e.g. 16,32,64; got {text!r}"
+        )
+    return values
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -144,6 +156,13 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
+    extra = {}
+    if args.dims is not None:
+        if args.experiment != "table2":
+            raise UsageError(
+                f"--dims applies to table2 only (the mixture's dimensions); drop it for {args.experiment}."
+            )
+        extra["dims"] = args.dims
     try:
         reproduce = importlib.import_module("numpyro_ebm.reproduce")
     except ModuleNotFoundError as err:
@@ -161,29 +180,71 @@ def _cmd_reproduce(args) -> int:
         raise UsageError(f"reproduce {args.experiment!r} is not available; choose one of {', '.join(known)}.")
     out = Path(args.out) if args.out else Path(f"{PROG}-reproduce") / args.experiment
     result = reproduce.run(
-        args.experiment, preset=preset, out_dir=out, key=args.seed, progress=not args.no_progress
+        args.experiment, preset=preset, out_dir=out, key=args.seed, progress=not args.no_progress, **extra
     )
-    _print_reproduce_summary(jsonable(result), out)
+    print(_reproduce_summary(jsonable(result), out))
     return 0
 
 
-def _print_reproduce_summary(result: dict, out: Path) -> None:
-    """The scalar numbers of each method, one line each (everything else is in metrics.json)."""
+# The paper's numbers of each experiment, in the order of its table (the rest is in metrics.json).
+_HEADLINE = {
+    "figure1": ("weight", "weight_error", "bank_weight", "last_quarter_range"),
+    "table3": ("init_vs_ebm", "negatives_vs_ebm", "ebm_vs_target", "ebm_weights"),
+    "table1": (
+        "median_sq_log_density_error",
+        "median_sq_log_density_error_whole_box",
+        "median_sq_log_density_error_at_data",
+    ),
+    "table2": ("max_rhat", "min_ess", "mode_weights_chains", "mode_weights_is"),
+}
 
-    def scalars(d):
-        return ", ".join(
-            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-            for k, v in d.items()
-            if isinstance(v, int | float | str) and not isinstance(v, bool)
-        )
 
-    head = {k: v for k, v in result.items() if k != "methods"}
-    print(scalars(head))
-    methods = result.get("methods")
-    if isinstance(methods, dict):
-        for name, values in methods.items():
-            print(f"  {name}: {scalars(values) if isinstance(values, dict) else values}")
-    print(f"wrote the results to {out}")
+def _reproduce_summary(result: dict, out: Path) -> str:
+    """A few lines: the experiment, then each method's headline numbers (one line per method, per
+    data set or dimension for table1 and table2) and its training time; no histories or settings."""
+
+    def fmt(v):
+        if v is None:  # NaN or inf in the JSON
+            return "n/a"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, list) and all(isinstance(x, float) for x in v):
+            return "/".join(f"{x:.3f}" for x in v)
+        return str(v)
+
+    def row(values) -> str:
+        if not isinstance(values, dict):
+            return str(values)
+        keys = [k for k in _HEADLINE.get(result.get("experiment"), ()) if k in values]
+        if not keys:  # an experiment this module does not know: its scalars
+            keys = [k for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+        if isinstance(values.get("train_seconds"), float) and "train_seconds" not in keys:
+            keys.append("train_seconds")
+        return ", ".join(f"{k} {fmt(values[k])}" for k in keys)
+
+    head = f"reproduce {result.get('experiment')} (preset {result.get('preset')}"
+    head += f", key {result['key']})" if "key" in result else ")"
+    if isinstance(result.get("seconds"), float):
+        head += f": {result['seconds']:.0f} s"
+    if "truth" in result:
+        head += f"; truth {fmt(result['truth'])}"
+    lines = [head]
+    if isinstance(result.get("methods"), dict):
+        groups = {"": result["methods"]}
+    else:
+        groups = {
+            f"{kind} {name}": entry.get("methods", {})
+            for kind, field in (("data set", "datasets"), ("d =", "dims"))
+            for name, entry in (result.get(field) or {}).items()
+        }
+    for label, methods in groups.items():
+        indent = "  "
+        if label:
+            lines.append(f"  {label}:")
+            indent = "    "
+        lines.extend(f"{indent}{name}: {row(values)}" for name, values in methods.items())
+    lines.append(f"wrote metrics.json and figure.png to {out}")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------- parser
@@ -391,6 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESETS, default=None, help="budget (default cpu)")
     p.add_argument("--out", help=f"output folder (default {PROG}-reproduce/EXPERIMENT)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument(
+        "--dims",
+        type=_dims,
+        help="table2 only: the mixture's dimensions, comma-separated, e.g. 16 or 16,32 (default: the "
+        "preset's, 16,32,64; quick: 4)",
+    )
     p.set_defaults(func=_cmd_reproduce)
     return parser
 

@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import json
 import math
 import platform
 import time
@@ -46,8 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from numpyro_ebm import datasets, diagnostics
+from numpyro_ebm import datasets, diagnostics, plotting
 from numpyro_ebm import negatives as ng
+from numpyro_ebm._json import jsonable, write_json
 from numpyro_ebm.energy import EnergyModel
 from numpyro_ebm.flowmc import flowmc_step
 from numpyro_ebm.flows import default_flow, fit_flow, partition
@@ -441,31 +441,6 @@ def _final_negatives(trained: dict[str, Any], key, n: int):
 # ------------------------------------------------------------------------------ experiments
 
 
-def _history_weights(target, resolution):
-    """A ``train`` metric: the EBM weight of the last zone on the grid, compiled once.
-
-    The same integral as ``diagnostics.zone_weights`` (cell-centre densities, each cell's mass
-    split over the zones of 4 points inside it), without its host-side checks, so it jits.
-    """
-    (x0, x1), (y0, y1) = target.bounds
-    hx, hy = (x1 - x0) / resolution, (y1 - y0) / resolution
-    xs = x0 + hx * (np.arange(resolution) + 0.5)
-    ys = y0 + hy * (np.arange(resolution) + 0.5)
-    centres = np.stack(np.meshgrid(xs, ys, indexing="ij"), -1).reshape(-1, 2)
-    offsets = np.array([[1.0, 3.0], [3.0, -1.0], [-1.0, -3.0], [-3.0, 1.0]]) / 8 * [hx, hy]
-    share = np.zeros((centres.shape[0], target.n_zones))
-    for offset in offsets:
-        zone = np.asarray(target.zones(jnp.asarray(centres + offset)))
-        share[np.arange(zone.size), zone] += 0.25
-    centres, share = jnp.asarray(centres, jnp.float32), jnp.asarray(share, jnp.float32)
-
-    @eqx.filter_jit
-    def weight(ebm, flow, bank):
-        return jax.nn.softmax(ebm.log_density(centres)) @ share[:, -1]
-
-    return {"weight": weight}
-
-
 def _figure1(preset: str, key, progress: bool, out_dir: Path) -> dict[str, Any]:
     target = datasets.two_modes_target()
     key_data, key = jax.random.split(key)
@@ -473,14 +448,11 @@ def _figure1(preset: str, key, progress: bool, out_dir: Path) -> dict[str, Any]:
     res = GRID[preset]
     out: dict[str, Any] = {"truth": 2 / 3, "methods": {}}
     histories = {}
+    # The weight of the (1.5, 1.5) mode (zone 1) after every chunk: one grid, one compilation.
+    weight = diagnostics.GridZoneWeights(target, resolution=res, zone=1)
     for i, method in enumerate(config("figure1", preset)):
         trained = _train_method(
-            method,
-            data,
-            target,
-            jax.random.fold_in(key, i),
-            progress=progress,
-            metrics=_history_weights(target, res),
+            method, data, target, jax.random.fold_in(key, i), progress=progress, metrics={"weight": weight}
         )
         h = trained["result"].history
         steps, weights = np.asarray(h["step"]), np.asarray(h["weight"])
@@ -734,8 +706,7 @@ def run(
         "machine": _machine(),
     }
     metrics["work"] = _total_work(metrics)
-    with open(out_dir / "metrics.json", "w") as f:
-        json.dump(_jsonable(metrics), f, indent=1)
+    write_json(out_dir / "metrics.json", jsonable(metrics))
     return metrics
 
 
@@ -792,18 +763,6 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _jsonable(node):
-    if isinstance(node, dict):
-        return {str(k): _jsonable(v) for k, v in node.items()}
-    if isinstance(node, list | tuple):
-        return [_jsonable(v) for v in node]
-    if isinstance(node, np.generic | jax.Array):
-        return _jsonable(np.asarray(node).tolist())
-    if isinstance(node, float) and not math.isfinite(node):
-        return None if math.isnan(node) else ("inf" if node > 0 else "-inf")
-    return node
-
-
 # ------------------------------------------------------------------------------ figures
 
 
@@ -824,30 +783,19 @@ def _plot(out_dir: Path, draw: Callable) -> None:
 
 
 def _density_panel(ax, ebm_or_target, bounds, res, title):
-    grid = diagnostics.grid_log_density(ebm_or_target, bounds, res)
-    (x0, x1), (y0, y1) = bounds
-    ax.imshow(
-        np.exp(np.asarray(grid.log_density)).T,
-        origin="lower",
-        extent=(x0, x1, y0, y1),
-        cmap="viridis",
-        aspect="auto",
-    )
+    plotting.plot_density(ebm_or_target, bounds, resolution=res, ax=ax)
     ax.set_title(title, fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[], xlabel="", ylabel="")
 
 
 def _figure1_plot(fig, histories, target, res):
     n = len(histories)
-    ax = fig.add_subplot(1, n + 1, n + 1)
-    for name, (steps, weights, _) in histories.items():
-        ax.plot(steps, weights, label=name)
-    ax.axhline(2 / 3, color="k", ls="--", lw=1, label="truth 2/3")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("weight of the (1.5, 1.5) mode")
-    ax.legend(fontsize=8)
+    plotting.plot_weight_history(
+        {name: (steps, weights) for name, (steps, weights, _) in histories.items()},
+        true_weight=2 / 3,
+        ax=fig.add_subplot(1, n + 1, n + 1),
+        ylabel="weight of the (1.5, 1.5) mode",
+    )
     for i, (name, (_, _, ebm)) in enumerate(histories.items()):
         _density_panel(fig.add_subplot(1, n + 1, i + 1), ebm, target.bounds, res, name)
 

@@ -308,3 +308,32 @@ def test_reproduce_passes_its_arguments(monkeypatch, tmp_path, capsys):
     assert "--preset paper" in line
     line = _error_line(capsys, ["reproduce", "table2"])  # a choice of the parser, unknown to this module
     assert "table2" in line and "figure1" in line
+
+
+def test_reproduce_dims_and_summary(monkeypatch, tmp_path, capsys):
+    calls = []
+
+    def run(name, *, preset, out_dir, key=0, progress=True, **kwargs):
+        calls.append((name, kwargs))
+        row = {"max_rhat": 1.002, "mode_weights_is": [0.25, 0.25, 0.25, 0.25], "train_seconds": 3.0}
+        row["history"] = {"step": [1, 2], "weight": [0.5, 0.6]}  # never printed
+        return {
+            "experiment": name,
+            "preset": preset,
+            "key": key,
+            "seconds": 5.0,
+            "dims": {"16": {"methods": {"flowMC-EBM": row}}},
+        }
+
+    fake = types.SimpleNamespace(run=run, EXPERIMENTS={"table1": None, "table2": None}, PRESETS=cli.PRESETS)
+    monkeypatch.setitem(sys.modules, "numpyro_ebm.reproduce", fake)
+    assert cli.main(["reproduce", "table2", "--dims", "16,32", "--out", str(tmp_path)]) == 0
+    assert calls == [("table2", {"dims": (16, 32)})]
+    out = capsys.readouterr().out
+    assert "d = 16" in out and "max_rhat 1.002" in out and "0.250/0.250/0.250/0.250" in out
+    assert "history" not in out and len(out.splitlines()) <= 4
+    assert cli.main(["reproduce", "table2", "--out", str(tmp_path)]) == 0
+    assert calls[-1] == ("table2", {})  # no --dims: the preset's
+    assert "table2 only" in _error_line(capsys, ["reproduce", "table1", "--dims", "16"])
+    assert "'16,x'" in _error_line(capsys, ["reproduce", "table2", "--dims", "16,x"])
+    assert "'0'" in _error_line(capsys, ["reproduce", "table2", "--dims", "0"])
