@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
+import warnings
 from dataclasses import KW_ONLY
 from typing import ClassVar, Literal, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import paramax
 from flowjax.distributions import AbstractDistribution, AbstractTransformed
 from jaxtyping import Array, Float, Int, PRNGKeyArray
@@ -44,6 +47,7 @@ __all__ = [
     "ShortRun",
     "NTEBM",
     "CoopFlow",
+    "UnbalancedWarning",
 ]
 
 Keep = Literal["last"] | int
@@ -83,7 +87,10 @@ class _Run(NamedTuple):
 
 def _is_positive_number(value) -> bool:
     return (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        isinstance(value, numbers.Real)  # NumPy scalars included
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
     )
 
 
@@ -322,6 +329,58 @@ def _point_log_density(ebm: EnergyModel):
     return lambda x: ebm.log_density(x)
 
 
+class UnbalancedWarning(UserWarning):
+    """flowMC-EBM's tilt is not its flow's base: EBM and flow disagree at initialisation."""
+
+
+def _warn_if_unbalanced(ebm: EnergyModel, flow) -> None:
+    """Warn when the EBM's tilt ``rho`` is neither the flow's base nor the flow itself.
+
+    A warning, not an error: any tilt gives a valid model (``rho`` is the reference measure of
+    the EBM) and any flow a valid proposal (i-SIR and IMH are exact MCMC for every proposal with
+    full support), so training stays correct. What is lost is the *balance* of flowMC-EBM
+    (Grenioux et al. 2023, eq. 6): with ``rho`` the base of an identity-initialised flow and
+    ``E = 0``, EBM and flow coincide at step 0, so the first negatives are exact draws and the
+    i-SIR weights start uniform. A deliberately broader tilt is legitimate, hence no error.
+
+    The densities are compared at 16 draws of the tilt, so a flowjax ``StandardNormal`` and a
+    NumPyro ``Normal(0, 1).expand([dim]).to_event(1)`` count as equal, and so does a tilt that is
+    the flow at initialisation without being its base (the image flows: a fixed pre-processing
+    after the trained layers, ``images.image_tilt``).
+    """
+    fix = "build the EBM as EnergyModel(net, flow.base_dist) to start balanced"
+    if ebm.base is None:
+        warnings.warn(
+            f"FlowMC with an untilted EBM (base=None): exp(-E) is not the flow at initialisation and "
+            f"may be improper while E is near 0; {fix}.",
+            UnbalancedWarning,
+            stacklevel=4,
+        )
+        return
+    if ebm.trainable_base:
+        return
+    flow = paramax.unwrap(flow)
+    candidates = [d for d in (getattr(flow, "base_dist", None), flow) if d is not None]
+    try:
+        tilt = as_numpyro(ebm.base)
+        probe = jnp.asarray(tilt.sample(jax.random.key(0), (16,)), jnp.result_type(float))
+        tilt_logp = np.asarray(tilt.log_prob(probe))
+        matches = any(  # lazily: the base first, the (costlier) flow only if needed
+            np.allclose(tilt_logp, np.asarray(as_numpyro(d).log_prob(probe)), rtol=1e-4, atol=1e-4)
+            for d in candidates
+        )
+    except Exception:  # noqa: BLE001 - a tilt we cannot sample or evaluate eagerly: no verdict
+        return
+    if not matches:
+        warnings.warn(
+            f"FlowMC: the EBM's tilt {type(paramax.unwrap(ebm.base)).__name__} is neither the flow's "
+            f"base nor the flow, so EBM and flow disagree at initialisation (training stays valid, "
+            f"but loses flowMC-EBM's balance); {fix}.",
+            UnbalancedWarning,
+            stacklevel=4,
+        )
+
+
 class FlowMC(AbstractNegatives):
     """flowMC negatives (flowMC-EBM, Grenioux et al. 2023, Algorithm 1): persistent chains, flow moves.
 
@@ -378,6 +437,10 @@ class FlowMC(AbstractNegatives):
     @property
     def n_states(self) -> int:
         return self.n_cycles * (1 + self.n_local_steps)
+
+    def validate(self, ebm: EnergyModel, batch_size: int) -> None:
+        super().validate(ebm, batch_size)
+        _warn_if_unbalanced(ebm, self.flow)
 
     def _run(self, key, ebm, flow, positions, step_size) -> _Run:
         log_density = _point_log_density(ebm)

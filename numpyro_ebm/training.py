@@ -15,13 +15,25 @@ One training step is Grenioux et al. 2023, Algorithm 1, with the sampler swappab
 Step ``k`` draws all its randomness from ``fold_in(key, k)``, so a run resumed from a checkpoint
 repeats an uninterrupted one bit for bit. The hot loop is one jitted ``lax.scan`` over a chunk of
 steps; Python only loops over chunks (progress bar, metrics, non-finite checks, checkpoints).
+
+Scaling out (``shard=``): the bank, each step's chains and negatives and its data batch are
+split over a 1-D device mesh on the chain axis (:mod:`numpyro_ebm.sharding`); parameters,
+optimiser states and the data set are replicated. The sampler, nearly all of a step's work, runs
+where its chains live, and so does the loss's energy evaluation; the gradients and the mean
+acceptances are summed over devices. A sharded run agrees with an unsharded one up to float
+rounding, not bit for bit: XLA compiles each device's smaller batch with other kernels (a
+neural energy on 2 points or on 8 rounds differently, even on one device) and adds the partial
+sums in another order. Training feeds such differences back (Adam divides by small second
+moments, MCMC moves spread them, an accept decision may flip), so a long sharded run is a
+different but statistically equivalent run (tests/test_training_sharded.py has the numbers).
+Checkpoints resume on any device count.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,10 +42,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
-from numpyro_ebm import checkpoints
+from numpyro_ebm import checkpoints, sharding
 from numpyro_ebm.energy import EnergyModel
 from numpyro_ebm.flows import combine, forward_kl, partition
 from numpyro_ebm.negatives import AbstractNegatives
@@ -125,6 +138,7 @@ class _Spec(eqx.Module):
     batch_size: int
     n_chains: int
     energy_l2: float
+    mesh: Mesh | None  # the chain mesh (None: one device)
 
 
 def _train_step(
@@ -136,14 +150,20 @@ def _train_step(
     key_data, key_chains, key_move = jax.random.split(jax.random.fold_in(key_steps, carry.step), 3)
     ebm = combine(carry.ebm_params, spec.ebm_static)
     flow = None if spec.flow_static is None else combine(carry.flow_params, spec.flow_static)
+    mesh = spec.mesh
     positives = data[jax.random.randint(key_data, (spec.batch_size,), 0, data.shape[0])]
     index, start = negatives.chains_from_bank(key_chains, ebm, flow, carry.bank, spec.n_chains)
+    start = sharding.constrain_leading_axis(start, mesh)
     sample = negatives(key_move, ebm, flow, start, carry.step_size)
-    bank = carry.bank.at[index].set(sample.final.astype(dtype))
+    final, negative_points = sharding.constrain_leading_axis((sample.final, sample.negatives), mesh)
+    bank = sharding.constrain_leading_axis(carry.bank.at[index].set(final.astype(dtype)), mesh)
+    # Data parallel: each device evaluates the energy (and its gradient) on its share of the
+    # positives and negatives; XLA sums the gradients over devices.
+    positives = sharding.constrain_leading_axis(positives, mesh)
 
     def loss_fn(params):
         return contrastive_loss(
-            combine(params, spec.ebm_static), positives, sample.negatives, energy_l2=spec.energy_l2
+            combine(params, spec.ebm_static), positives, negative_points, energy_l2=spec.energy_l2
         )
 
     (loss, (e_pos, e_neg)), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(carry.ebm_params)
@@ -154,18 +174,39 @@ def _train_step(
     flow_loss = jnp.full((), jnp.nan, dtype)
     if negatives.flow_training == "negatives":
         flow_loss, flow_grads = eqx.filter_value_and_grad(forward_kl)(
-            carry.flow_params, spec.flow_static, sample.negatives
+            carry.flow_params, spec.flow_static, negative_points
         )
         flow_updates, flow_opt_state = spec.flow_optimizer.update(
             flow_grads, carry.flow_opt_state, carry.flow_params
         )
         flow_params = eqx.apply_updates(carry.flow_params, flow_updates)
 
-    new = _Carry(carry.step + 1, ebm_params, flow_params, opt_state, flow_opt_state, bank, sample.step_size)
+    new = _place_carry(
+        _Carry(carry.step + 1, ebm_params, flow_params, opt_state, flow_opt_state, bank, sample.step_size),
+        mesh,
+        sharding.constrain_leading_axis,
+        sharding.replicate,
+    )
     stats = _StepStats(
         loss, jnp.mean(e_pos), jnp.mean(e_neg), sample.local_accept, sample.global_accept, flow_loss
     )
     return new, jax.tree.map(lambda x: jnp.asarray(x, dtype), stats)
+
+
+def _place_carry(carry: _Carry, mesh: Mesh | None, split: Callable, replicate: Callable) -> _Carry:
+    """The bank split over the mesh on its chain axis, everything else on every device."""
+    if mesh is None:
+        return carry
+    bank = split(carry.bank, mesh)
+    return replicate(carry._replace(bank=None), mesh)._replace(bank=bank)
+
+
+def _put_replicated(tree, mesh: Mesh | None):
+    """``device_put`` every leaf of ``tree`` onto every device of ``mesh`` (outside ``jit``)."""
+    if mesh is None:
+        return tree
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(lambda x: jax.device_put(x, replicated), tree)
 
 
 @eqx.filter_jit
@@ -227,7 +268,27 @@ def _check_count(name: str, value, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
 
 
-def _check_data(data, dim: int, batch_size: int) -> np.ndarray:
+def _check_shard(shard) -> Mesh | None:
+    """``train``'s ``shard=`` as a mesh (``None``: no sharding); a ``TypeError`` for anything else."""
+    if shard is None:
+        return None
+    if isinstance(shard, np.ndarray) and shard.ndim == 1:  # e.g. np.array(jax.devices())
+        shard = list(shard)
+    ok = isinstance(shard, bool | Mesh) or (
+        isinstance(shard, Sequence)
+        and not isinstance(shard, str)
+        and len(shard) > 0
+        and all(isinstance(d, jax.Device) for d in shard)
+    )
+    if not ok:
+        raise TypeError(
+            "shard must be True/False, a non-empty sequence of devices (e.g. jax.devices()[:4]) or a "
+            f"1-D jax.sharding.Mesh; got {shard!r}."
+        )
+    return sharding.resolve_mesh(shard)
+
+
+def _check_data(data, dim: int, batch_size: int, dtype) -> np.ndarray:
     try:
         array = np.asarray(data)
     except Exception as err:  # ragged lists and the like
@@ -237,6 +298,10 @@ def _check_data(data, dim: int, batch_size: int) -> np.ndarray:
     if array.ndim != 2:
         raise ValueError(
             f"data must have shape (n, dim); got shape {array.shape}. Flatten each point to (dim,)."
+        )
+    if array.shape[0] == 0:
+        raise ValueError(
+            f"data is empty (shape {array.shape}); pass at least batch_size={batch_size} points."
         )
     if array.shape[1] != dim:
         raise ValueError(
@@ -254,7 +319,17 @@ def _check_data(data, dim: int, batch_size: int) -> np.ndarray:
             f"data holds {rows.size} non-finite row(s) (NaN or inf), the first at index {rows[0]}; "
             "drop or impute them before training."
         )
-    return array
+    with np.errstate(over="ignore"):
+        converted = array.astype(np.dtype(dtype))
+    bad = ~np.all(np.isfinite(converted), axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"data row {rows[0]} (and {rows.size - 1} more) overflows {np.dtype(dtype)}, the training "
+            f"dtype (largest magnitude {np.max(np.abs(array)):.3g}); rescale the data, or enable "
+            "float64 with jax.config.update('jax_enable_x64', True)."
+        )
+    return converted
 
 
 def _key_data(key) -> np.ndarray:
@@ -291,6 +366,7 @@ def train(
     checkpoints_kept: int = 2,
     resume: bool = False,
     progress: bool = True,
+    shard: bool | Mesh | Sequence[jax.Device] = False,
 ) -> TrainResult:
     """Train ``ebm`` on ``data`` by contrastive maximum likelihood (Grenioux et al. 2023, Alg. 1).
 
@@ -318,6 +394,12 @@ def train(
         resume: continue from the latest checkpoint in ``checkpoint_dir`` (start afresh if there
             is none). The run must use the same key and configuration.
         progress: show a tqdm bar with the loss and acceptances.
+        shard: split the bank and each step's chains over devices (``True``: all of
+            ``jax.devices()``; or a sequence of devices / a 1-D ``Mesh``; off by default, and a
+            single device means no sharding). ``batch_size``, ``bank_size`` and the chains per
+            step (``batch_size // keep``) must be multiples of the device count. Parameters,
+            optimiser states and the data set are replicated. Results agree with one device up
+            to float rounding (see the module docstring). Checkpoints resume on any device count.
 
     Returns:
         A :class:`TrainResult`.
@@ -378,8 +460,20 @@ def train(
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir, the directory holding the checkpoints.")
     key_data = _key_data(key)
+    mesh = _check_shard(shard)
     negatives.validate(ebm, batch_size)
-    data = _check_data(data, ebm.dim, batch_size)
+    n_chains = negatives.n_chains(batch_size)
+    if mesh is not None:
+        sharding.check_divisible(batch_size, mesh, "batch_size")
+        sharding.check_divisible(bank_size, mesh, "bank_size")
+        if n_chains % mesh.size:
+            raise ValueError(
+                f"batch_size // keep = {n_chains} chains per step cannot be split evenly over "
+                f"{mesh.size} devices; use a batch_size that is a multiple of keep * {mesh.size} = "
+                f"{negatives.keep * mesh.size}."
+            )
+    dtype = jnp.result_type(float)
+    data = _check_data(data, ebm.dim, batch_size, dtype)
     checkpoint = None
     if checkpoint_dir is not None:
         checkpoint = checkpoints.latest_checkpoint(checkpoint_dir)
@@ -390,7 +484,6 @@ def train(
             )
 
     # ------------------------------------------------------------------------ initial state
-    dtype = jnp.result_type(float)
     base_key = jax.random.wrap_key_data(jnp.asarray(key_data))
     data = jnp.asarray(data, dtype)
     ebm_params, ebm_static = partition(ebm)
@@ -400,7 +493,6 @@ def train(
         flow_params, flow_static = partition(own_flow)
     else:
         flow_params, flow_static = None, None
-    n_chains = negatives.n_chains(batch_size)
 
     key_bank, key_steps = jax.random.split(base_key)
     init_flow = None if own_flow is None else combine(flow_params, flow_static)
@@ -438,9 +530,11 @@ def train(
         saved = manifest["history"]
         rows = len(saved["step"])
         history = {name: list(saved.get(name, [math.nan] * rows)) for name in history}  # new metrics: NaN
+    carry = _place_carry(carry, mesh, sharding.shard_leading_axis, _put_replicated)
+    data = _put_replicated(data, mesh)
 
     spec = _Spec(
-        ebm_static, flow_static, negatives, optimizer, flow_optimizer, batch_size, n_chains, energy_l2
+        ebm_static, flow_static, negatives, optimizer, flow_optimizer, batch_size, n_chains, energy_l2, mesh
     )
 
     # ------------------------------------------------------------------------ chunk loop
