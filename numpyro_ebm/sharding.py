@@ -47,6 +47,10 @@ def resolve_mesh(shard: bool | Mesh | Sequence[jax.Device]) -> Mesh | None:
     """
     if shard is False or shard is None:
         return None
+    if not isinstance(shard, (bool, Mesh, list, tuple)):
+        raise TypeError(
+            f"shard must be True/False, a sequence of devices or a 1-D Mesh; got {type(shard).__name__}."
+        )
     if shard is True:
         mesh = chain_mesh()
     elif isinstance(shard, Mesh):
@@ -88,9 +92,10 @@ def constrain_leading_axis(tree, mesh: Mesh | None):
 def replicate(tree, mesh: Mesh | None):
     """Inside ``jit``: gather every leaf onto every device.
 
-    Used before cross-chain reductions that feed adaptation (flow fit, step size): each device
-    then reduces the whole array in the same order as a single device would, so a sharded run
-    reproduces an unsharded one exactly instead of up to floating-point reordering.
+    Used before cross-chain reductions that feed adaptation (the step size): each device then
+    reduces the whole array, as a single device would. Bit-for-bit equality with an unsharded run
+    is not guaranteed (XLA may compile the gathered computation differently); expect agreement to
+    floating-point rounding, then statistically as chains diverge.
     """
     if mesh is None:
         return tree
