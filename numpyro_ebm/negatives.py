@@ -474,7 +474,29 @@ class FlowMC(AbstractNegatives):
         return _Run(chains.position, trajectory, jnp.mean(local), jnp.mean(global_))
 
 
-class ULA(AbstractNegatives):
+class _GradientChains(AbstractNegatives):
+    """What ULA, MALA and ShortRun share: ``n_steps`` of one gradient move from the bank or noise.
+
+    A subclass declares its fields (``step_size``, ``n_steps``, ``start``, ``start_scale``,
+    ``keep``), ``persistent`` and ``_move`` (``moves.ula`` or ``moves.mala``).
+    """
+
+    flow_training: ClassVar[None] = None
+    _positive_fields: ClassVar[tuple[str, ...]] = ("step_size", "start_scale")
+    _count_fields: ClassVar[tuple[str, ...]] = ("n_steps",)
+    _starts: ClassVar[tuple[str, ...]] = NOISE_STARTS
+
+    @property
+    def n_states(self) -> int:
+        return self.n_steps
+
+    def _run(self, key, ebm, flow, positions, step_size) -> _Run:
+        return _langevin_run(
+            self._move, key, _point_log_density(ebm), positions, step_size, self.n_steps, self.keep != "last"
+        )
+
+
+class ULA(_GradientChains):
     """Persistent ULA negatives: ULA-EBM, the PCD baseline (Grenioux et al. 2023, Algorithm 3).
 
     The paper's baseline trains the untilted EBM: build it as ``EnergyModel(net, None)``. Its
@@ -501,22 +523,10 @@ class ULA(AbstractNegatives):
     keep: Keep = "last"
 
     persistent: ClassVar[bool] = True
-    flow_training: ClassVar[None] = None
-    _positive_fields: ClassVar[tuple[str, ...]] = ("step_size", "start_scale")
-    _count_fields: ClassVar[tuple[str, ...]] = ("n_steps",)
-    _starts: ClassVar[tuple[str, ...]] = NOISE_STARTS
-
-    @property
-    def n_states(self) -> int:
-        return self.n_steps
-
-    def _run(self, key, ebm, flow, positions, step_size) -> _Run:
-        return _langevin_run(
-            ula, key, _point_log_density(ebm), positions, step_size, self.n_steps, self.keep != "last"
-        )
+    _move: ClassVar = staticmethod(ula)
 
 
-class MALA(AbstractNegatives):
+class MALA(_GradientChains):
     """Persistent MALA negatives (MALA-PCD): ULA-EBM with a Metropolis correction.
 
     Args:
@@ -541,22 +551,10 @@ class MALA(AbstractNegatives):
     keep: Keep = "last"
 
     persistent: ClassVar[bool] = True
-    flow_training: ClassVar[None] = None
-    _positive_fields: ClassVar[tuple[str, ...]] = ("step_size", "start_scale")
-    _count_fields: ClassVar[tuple[str, ...]] = ("n_steps",)
-    _starts: ClassVar[tuple[str, ...]] = NOISE_STARTS
-
-    @property
-    def n_states(self) -> int:
-        return self.n_steps
-
-    def _run(self, key, ebm, flow, positions, step_size) -> _Run:
-        return _langevin_run(
-            mala, key, _point_log_density(ebm), positions, step_size, self.n_steps, self.keep != "last"
-        )
+    _move: ClassVar = staticmethod(mala)
 
 
-class ShortRun(AbstractNegatives):
+class ShortRun(_GradientChains):
     """Non-persistent short-run ULA from noise (Nijkamp et al. 2019): every step starts afresh.
 
     Args:
@@ -579,19 +577,7 @@ class ShortRun(AbstractNegatives):
     keep: Keep = "last"
 
     persistent: ClassVar[bool] = False
-    flow_training: ClassVar[None] = None
-    _positive_fields: ClassVar[tuple[str, ...]] = ("step_size", "start_scale")
-    _count_fields: ClassVar[tuple[str, ...]] = ("n_steps",)
-    _starts: ClassVar[tuple[str, ...]] = NOISE_STARTS
-
-    @property
-    def n_states(self) -> int:
-        return self.n_steps
-
-    def _run(self, key, ebm, flow, positions, step_size) -> _Run:
-        return _langevin_run(
-            ula, key, _point_log_density(ebm), positions, step_size, self.n_steps, self.keep != "last"
-        )
+    _move: ClassVar = staticmethod(ula)
 
 
 class NTEBM(AbstractNegatives):
