@@ -18,6 +18,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import mutants
 import numpy as np
 import pytest
 from flowjax.distributions import Normal
@@ -271,60 +272,17 @@ def test_acceptance_prob_matches_independent_reference(name):
 # --- Mutation checks: each broken variant must turn a test above red ----------------------------
 
 
-class _WithoutDensity:
-    """A flow whose log-density reads 0 everywhere: the move loses its 1/q importance correction."""
-
-    def __init__(self, flow):
-        self.flow = flow
-
-    def sample_and_log_prob(self, key, shape):
-        x, log_q = self.flow.sample_and_log_prob(key, shape)
-        return x, jnp.zeros_like(log_q)
-
-    def log_prob(self, x):
-        return jnp.zeros(x.shape[:-1], x.dtype)
-
-
-def _always_accept(monkeypatch):
-    """Drop the Metropolis correction: every finite proposal is taken (MALA becomes ULA)."""
-    original = moves._metropolis
-
-    def metropolis(key, log_ratio, finite, proposal, state):
-        return original(key, jnp.where(finite, 0.0, -jnp.inf), finite, proposal, state)
-
-    monkeypatch.setattr(moves, "_metropolis", metropolis)
-
-
-def _forward_density_as_reverse(monkeypatch):
-    """q(x | x') replaced by the forward q(x' | x): the two kernel terms cancel in the ratio."""
-    monkeypatch.setattr(moves, "_log_langevin_kernel", lambda to, frm, grad, eta: jnp.zeros(to.shape[:1]))
-
-
-def _drift_sign_flipped(monkeypatch):
-    """A proposal density with the gradient drift of the wrong sign."""
-    original = moves._log_langevin_kernel
-    monkeypatch.setattr(moves, "_log_langevin_kernel", lambda to, frm, grad, eta: original(to, frm, -grad, eta))
-
-
 def _flow_density_dropped(monkeypatch):
-    monkeypatch.setattr(sys.modules[__name__], "PROPOSAL", _WithoutDensity(PROPOSAL))
-
-
-def _uniform_resampling(monkeypatch):
-    """i-SIR resamples its particles uniformly: the importance weights are dropped."""
-    categorical = jax.random.categorical
-    monkeypatch.setattr(
-        jax.random, "categorical", lambda key, logits, axis=-1: categorical(key, jnp.zeros_like(logits), axis=axis)
-    )
+    monkeypatch.setattr(sys.modules[__name__], "PROPOSAL", mutants.WithoutDensity(PROPOSAL))
 
 
 MUTANTS = {
-    "mala_without_metropolis": ("mala", _always_accept),
-    "mala_forward_density_as_reverse": ("mala", _forward_density_as_reverse),
-    "mala_drift_sign_flipped": ("mala", _drift_sign_flipped),
-    "imh_without_metropolis": ("imh", _always_accept),
+    "mala_without_metropolis": ("mala", mutants.always_accept),
+    "mala_forward_density_as_reverse": ("mala", mutants.forward_density_as_reverse),
+    "mala_drift_sign_flipped": ("mala", mutants.drift_sign_flipped),
+    "imh_without_metropolis": ("imh", mutants.always_accept),
     "imh_without_flow_density": ("imh", _flow_density_dropped),
-    "isir_uniform_resampling": ("isir", _uniform_resampling),
+    "isir_uniform_resampling": ("isir", mutants.uniform_resampling),
     "isir_without_flow_density": ("isir", _flow_density_dropped),
 }
 
