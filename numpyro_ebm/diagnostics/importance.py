@@ -176,13 +176,11 @@ def log_normalizer(
     ``sqrt((n / ESS - 1) / n)``. Non-finite weights count as zero weight.
 
     Args:
-        log_density_or_ebm: unnormalised ``log pi``, a callable ``(..., dim) -> (...)`` or an
-            object with ``log_density`` (an EBM) or ``log_prob``.
-        flow: the proposal, a flowjax distribution with ``sample_and_log_prob(key, (n,))``.
+        log_density_or_ebm: unnormalised ``log pi``, as in :func:`importance_sample`.
+        flow: the proposal, as in :func:`importance_sample`.
         key: PRNG key.
         n: number of proposals.
-        batch_size: draw and evaluate the proposals this many at a time (``lax.map``), so
-            memory stays bounded; all at once when ``None``. Changes the random stream.
+        batch_size: as in :func:`importance_sample`.
 
     Returns:
         ``(log_Z, ess)``, two 0-d arrays. ``log_Z`` is ``-inf`` and ``ess`` 0 when every
