@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from numpyro_ebm._validate import positive_int
+from numpyro_ebm._validate import check_finite_rows, positive_int
 
 LogDensityFn = Callable[[Float[Array, "*batch dim"]], Float[Array, "*batch"]]
 Bounds = tuple[tuple[float, float], tuple[float, float]]
@@ -47,12 +47,11 @@ def _check_samples(samples: ArrayLike, who: str, *, ndim: int = 2) -> Array:
     if not jnp.issubdtype(samples.dtype, jnp.floating):
         samples = samples.astype(jnp.result_type(float))
     if not isinstance(samples, jax.core.Tracer):
-        bad = ~np.isfinite(np.asarray(samples))
-        if bad.any():
-            raise ValueError(
-                f"{who}: {int(bad.any(axis=-1).sum())} of the samples hold NaN or infinite "
-                "values; drop them (or fix the sampler) before computing diagnostics."
-            )
+        check_finite_rows(
+            np.asarray(samples).reshape(-1, samples.shape[-1]),
+            f"{who}: the samples (flattened to (n, dim))",
+            "drop them (or fix the sampler) before computing diagnostics.",
+        )
     return samples
 
 
