@@ -58,6 +58,11 @@ def evaluate_points(fn: LogDensityFn, points: Float[Array, "n dim"], batch_size:
     structure reuses the compiled program (milliseconds after every training chunk). The last
     chunk is padded with copies of a real point, never with zeros, so padding never evaluates
     somewhere odd.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> evaluate_points(lambda x: -jnp.sum(x**2, -1), jnp.ones((5, 2)), batch_size=2).tolist()
+        [-2.0, -2.0, -2.0, -2.0, -2.0]
     """
     points = jnp.asarray(points)
     n = points.shape[0]
@@ -95,7 +100,13 @@ def _check_output_shape(fn: LogDensityFn, dim: int, dtype, who: str) -> None:
 
 
 def cell_centres(bounds: Bounds, resolution: int, dtype) -> Float[Array, "r r 2"]:
-    """Centres of a ``resolution x resolution`` grid of cells over ``bounds``, ``indexing="ij"``."""
+    """Centres of a ``resolution x resolution`` grid of cells over ``bounds``, ``indexing="ij"``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> cell_centres(((0, 2), (0, 1)), 2, jnp.float32)[1, 0].tolist()
+        [1.5, 0.25]
+    """
     (x_lo, x_hi), (y_lo, y_hi) = bounds
     xs = x_lo + (x_hi - x_lo) / resolution * (jnp.arange(resolution, dtype=dtype) + 0.5)
     ys = y_lo + (y_hi - y_lo) / resolution * (jnp.arange(resolution, dtype=dtype) + 0.5)
@@ -118,6 +129,13 @@ def evaluate_grid(
     Checks the arguments, evaluates at the cell centres (:func:`evaluate_points`), refuses NaN and
     ``+inf``, and normalises by the midpoint rule; ``log Z`` is the log of the unnormalised mass in
     the box. :func:`grid_log_density` and the plots are built on it.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> fn, points, logp, log_z = evaluate_grid(lambda x: jnp.zeros(x.shape[:-1]),
+        ...                                         ((0, 2), (0, 1)), 4, who="example")
+        >>> points.shape, logp.shape, round(log_z, 4)  # log of the box's area, 2
+        ((4, 4, 2), (4, 4), 0.6931)
     """
     fn = _as_log_density(log_density, who)
     (x_lo, x_hi), (y_lo, y_hi) = bounds = _check_bounds(bounds)
