@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from numpyro_ebm._atomic import atomic_file
 
 __all__ = ["jsonable", "write_json"]
 
@@ -35,16 +35,9 @@ def jsonable(x: Any) -> Any:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` to ``path`` atomically (a temporary file, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w") as f:
+        json.dump(obj, f, indent=1, default=_default)
+        f.write("\n")
 
 
 def _default(obj: Any) -> Any:

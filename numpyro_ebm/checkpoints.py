@@ -7,6 +7,11 @@ with ``os.replace``, so a crash mid-write never leaves a half-written checkpoint
 looks: the latest checkpoint is simply the complete ``step-*`` directory with the largest step.
 Loading needs a ``like`` pytree of the same structure (the freshly initialised state), as with
 ``eqx.tree_deserialise_leaves``.
+
+One process only: the state is written from this process's memory, so every array must be fully
+addressable here. That holds on one machine with any number of devices (a run sharded over 4
+devices resumes on 1), not in a multi-process (multi-host) run, where :func:`save_checkpoint`
+raises instead of writing a partial state.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,17 @@ import jax
 import numpy as np
 from jaxtyping import PyTree
 
-__all__ = ["save_checkpoint", "latest_checkpoint", "load_checkpoint", "read_manifest", "FORMAT"]
+from numpyro_ebm._atomic import atomic_directory, fsync_file
+from numpyro_ebm._validate import positive_int
+
+__all__ = [
+    "save_checkpoint",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "read_manifest",
+    "require_single_process",
+    "FORMAT",
+]
 
 FORMAT = "numpyro-ebm-checkpoint/1"
 _PREFIX = "step-"
@@ -41,11 +55,24 @@ def _step_dirs(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+def require_single_process(state: PyTree = None) -> None:
+    """Raise a ``ValueError`` unless this process can write a checkpoint of ``state`` by itself.
+
+    Checkpoints hold every array in one file written by one process. In a multi-process JAX run
+    (``jax.distributed.initialize``) no process holds the whole state, so call this before a
+    multi-host run starts rather than let the first checkpoint fail.
+    """
+    not_here = [
+        jax.tree_util.keystr(where)
+        for where, x in jax.tree_util.tree_leaves_with_path(state)
+        if isinstance(x, jax.Array) and not x.is_fully_addressable
+    ]
+    if jax.process_count() > 1 or not_here:
+        raise ValueError(
+            f"checkpoints are written by a single process, but this run has {jax.process_count()} "
+            f"processes{' and arrays not held by this one: ' + ', '.join(not_here[:3]) if not_here else ''}. "
+            "Run multi-host jobs with checkpoint_dir=None (numpyro-ebm has no multi-host checkpoints)."
+        )
 
 
 def save_checkpoint(
@@ -76,32 +103,19 @@ def save_checkpoint(
         >>> manifest["step"], float(state["w"].sum())
         (10, 3.0)
     """
-    if not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"keep must be a positive integer; got {keep!r}.")
+    keep = positive_int(keep, "keep")
+    require_single_process(state)
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob(".tmp-*"):  # left behind by a crash mid-write
-        shutil.rmtree(stale, ignore_errors=True)
     manifest = {"format": FORMAT, **manifest, "step": int(step)}
     text = json.dumps(manifest, indent=1)  # fails here, before anything is written, if not JSON
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
-    try:
+    target = directory / f"{_PREFIX}{int(step):09d}"
+    with atomic_directory(target) as tmp:
         with open(tmp / _STATE, "wb") as f:
             eqx.tree_serialise_leaves(f, state)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_write(tmp / _MANIFEST, text.encode())
-        target = directory / f"{_PREFIX}{int(step):09d}"
-        if target.exists():  # the same step saved again: swap it out, never half-replace it
-            trash = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
-            os.replace(target, trash / "old")
-            os.replace(tmp, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            fsync_file(f)
+        with open(tmp / _MANIFEST, "w") as f:
+            f.write(text)
+            fsync_file(f)
     for _, old in _step_dirs(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target

@@ -114,11 +114,11 @@ class FlowMCKernel(MCMCKernel):
         ...     mix = dist.MixtureSameFamily(dist.Categorical(jnp.array([1/3, 2/3])),
         ...         dist.MultivariateNormal(jnp.array([[-3.0, -3.0], [3.0, 3.0]]), 0.5 * jnp.eye(2)))
         ...     numpyro.sample("x", mix)
-        >>> mcmc = MCMC(FlowMCKernel(model), num_warmup=200, num_samples=200, num_chains=32,
+        >>> mcmc = MCMC(FlowMCKernel(model), num_warmup=20, num_samples=10, num_chains=8,
         ...             chain_method="vectorized", progress_bar=False)
-        >>> mcmc.run(jax.random.key(0))
+        >>> mcmc.run(jax.random.key(0))  # use num_warmup=200, num_samples=200, num_chains=32 in practice
         >>> mcmc.get_samples()["x"].shape
-        (6400, 2)
+        (80, 2)
         >>> flow = mcmc.sampler.get_flow(mcmc.last_state)  # the trained, frozen flow
     """
 

@@ -2,8 +2,9 @@
 
 A 1-D mesh over the chain axis; parameters stay replicated. JAX's SPMD partitioner does the rest:
 per-chain work (log-densities, MALA steps, i-SIR particles) runs where its chains live, and the
-few cross-chain reductions (the flow's loss, mean acceptance) become all-reduces. Multi-host:
-call ``jax.distributed.initialize()`` first; ``jax.devices()`` then lists every host's devices.
+few cross-chain reductions (the flow's loss, mean acceptance) become all-reduces. Tested on one
+process with several devices; multi-host (multi-process) runs are not supported: checkpoints are
+written by a single process (``numpyro_ebm.checkpoints``).
 """
 
 from __future__ import annotations

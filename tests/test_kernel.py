@@ -249,16 +249,27 @@ def test_run_time_input_errors():
 
 
 def test_custom_flow_optimizer_is_used():
-    """An SGD flow optimiser with learning rate 0 leaves the flow untouched (but still runs)."""
-    kernel = ne.FlowMCKernel(potential_fn=lambda x: 0.5 * jnp.sum(x**2), flow_optimizer=optax.sgd(0.0))
-    mcmc = _mcmc(kernel)
-    mcmc.run(jax.random.key(0), init_params=jnp.ones((4, 2)))
-    for a, b in zip(
-        jax.tree.leaves(mcmc.last_state.flow_params),
-        jax.tree.leaves(flows.partition(kernel.flow)[0]),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(a, b)
+    """SGD with learning rate 0 leaves the initial flow untouched; with learning rate 0.1 it moves
+    it (so the comparison with the initial flow can fail)."""
+    initial = flows.default_flow(jax.random.key(1), 2)
+
+    def largest_change(flow_optimizer):
+        kernel = ne.FlowMCKernel(
+            potential_fn=lambda x: 0.5 * jnp.sum(x**2), flow=initial, flow_optimizer=flow_optimizer
+        )
+        mcmc = _mcmc(kernel)
+        mcmc.run(jax.random.key(0), init_params=jnp.ones((4, 2)))
+        return max(
+            float(jnp.max(jnp.abs(a - b)))
+            for a, b in zip(
+                jax.tree.leaves(mcmc.last_state.flow_params),
+                jax.tree.leaves(flows.partition(initial)[0]),
+                strict=True,
+            )
+        )
+
+    assert largest_change(optax.sgd(0.0)) == 0.0
+    assert largest_change(optax.sgd(0.1)) > 0.0
 
 
 def test_nan_region_of_the_target_is_never_entered():

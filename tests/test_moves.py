@@ -6,10 +6,19 @@ independent exact draws, so the sample mean has standard error sqrt(Sigma_ii / N
 variance sqrt(2 / N) Sigma_ii. We allow 4.5 standard errors per coordinate (about 7e-6 two-sided
 per check, so the ~10 checks per move stay far from a false alarm), and also require the move to
 actually move (acceptance in a range), so a move that never moves cannot pass.
+
+Tests that can fail: the MALA step is large enough that ULA (MALA without its Metropolis
+correction) is biased by >= 8 standard errors in the variance, which a test asserts from ULA's exact
+stationary law. The ``MUTANTS`` below break the moves on purpose (no Metropolis correction, a wrong
+proposal density, no importance weights) by monkeypatching; CI checks that the invariance test and
+an independent, hand-written acceptance ratio both go red on each of them.
 """
+
+import sys
 
 import jax
 import jax.numpy as jnp
+import mutants
 import numpy as np
 import pytest
 from flowjax.distributions import Normal
@@ -35,10 +44,14 @@ MEAN, COV, LOGDENSITY = _correlated_gaussian()
 # A deliberately wrong flow proposal (wider, off-centre): the MH / SIR corrections must fix it.
 PROPOSAL = Normal(MEAN + 0.3, 1.3 * jnp.sqrt(jnp.diag(COV)))
 
+# At this step ULA's stationary variance is off by >= 8 SE in some coordinate
+# (test_mala_step_makes_ula_bias_visible), so a MALA that lost its correction fails the invariance test.
+MALA_STEP = 0.4
+
 MOVES = {
-    "mala": (lambda k, s: moves.mala(k, s, LOGDENSITY, 0.08), (0.5, 1.0)),
+    "mala": (lambda k, s: moves.mala(k, s, LOGDENSITY, MALA_STEP), (0.5, 1.0)),
     "mala_per_chain_step": (
-        lambda k, s: moves.mala(k, s, LOGDENSITY, jnp.linspace(0.02, 0.1, N_CHAINS)),
+        lambda k, s: moves.mala(k, s, LOGDENSITY, jnp.linspace(0.25, MALA_STEP, N_CHAINS)),
         (0.5, 1.0),
     ),
     "imh": (lambda k, s: moves.imh(k, s, LOGDENSITY, PROPOSAL), (0.1, 0.9)),
@@ -64,32 +77,53 @@ def _run(move, key):
     return state, float(acc.mean())
 
 
-@pytest.mark.parametrize("name", list(MOVES))
-def test_move_leaves_gaussian_invariant(name):
-    move, (acc_lo, acc_hi) = MOVES[name]
-    state, accept = _run(move, jax.random.key(2))
+def _assert_law_kept(state):
+    """Mean and variance of the final chains within 4.5 SE of the target's, per coordinate."""
     x = np.asarray(state.position)
     sd = np.sqrt(np.diag(COV))
     np.testing.assert_array_less(np.abs(x.mean(0) - MEAN) / (sd / np.sqrt(N_CHAINS)), 4.5)
     var_se = np.diag(COV) * np.sqrt(2.0 / N_CHAINS)
     np.testing.assert_array_less(np.abs(x.var(0) - np.diag(COV)) / var_se, 4.5)
+
+
+@pytest.mark.parametrize("name", list(MOVES))
+def test_move_leaves_gaussian_invariant(name):
+    move, (acc_lo, acc_hi) = MOVES[name]
+    state, accept = _run(move, jax.random.key(2))
+    _assert_law_kept(state)
     assert acc_lo < accept < acc_hi, f"{name} acceptance {accept:.3f} outside ({acc_lo}, {acc_hi})"
     # Cached log densities and gradients must match the positions they belong to.
     np.testing.assert_allclose(state.logdensity, jax.vmap(LOGDENSITY)(state.position), rtol=1e-4, atol=1e-4)
 
 
-def test_ula_matches_its_exact_biased_stationary_law():
-    """ULA is biased; for a Gaussian target its stationary covariance is known exactly.
+def _ula_stationary_cov(eta):
+    """ULA's exact stationary covariance on the Gaussian target.
 
     x' = A x + b + sqrt(2 eta) xi with A = I - eta P, so the stationary covariance S solves
-    S = A S A^T + 2 eta I. We start at the (exact) stationary law and check it is kept.
+    S = A S A^T + 2 eta I.
     """
-    eta = 0.15
     prec = np.linalg.inv(np.asarray(COV))
     a = np.eye(DIM) - eta * prec
     s = np.asarray(COV)
     for _ in range(5000):  # fixed-point iteration, contraction since |eig(A)| < 1
         s = a @ s @ a.T + 2 * eta * np.eye(DIM)
+    return s
+
+
+def test_mala_step_makes_ula_bias_visible():
+    """Power of the MALA invariance test: ULA's variance bias at MALA_STEP is >= 8 SE somewhere."""
+    bias = np.abs(np.diag(_ula_stationary_cov(MALA_STEP)) - np.diag(COV))
+    var_se = np.diag(COV) * np.sqrt(2.0 / N_CHAINS)
+    assert (bias / var_se).max() >= 8.0, bias / var_se
+
+
+def test_ula_matches_its_exact_biased_stationary_law():
+    """ULA is biased; for a Gaussian target its stationary covariance is known exactly.
+
+    We start at the (exact) stationary law and check it is kept.
+    """
+    eta = 0.15
+    s = _ula_stationary_cov(eta)
     assert np.abs(np.diag(s) - np.diag(COV)).max() > 0.02  # the bias is real, so the test bites
     chol = np.linalg.cholesky(s)
     x0 = MEAN + jax.random.normal(jax.random.key(3), (N_CHAINS, DIM)) @ jnp.asarray(chol.T)
@@ -167,3 +201,108 @@ def test_isir_rejects_one_particle():
     state = moves.init_chains(jnp.zeros((4, 2)), lambda x: -x @ x)
     with pytest.raises(ValueError, match="n_particles"):
         moves.isir(jax.random.key(0), state, lambda x: -x @ x, PROPOSAL, 1)
+
+
+# --- An independent acceptance ratio, written from the formulas in float64 ----------------------
+
+PREC64 = np.linalg.inv(np.asarray(COV, np.float64))
+MEAN64 = np.asarray(MEAN, np.float64)
+PROPOSAL_LOC_SCALE = tuple(np.asarray(a, np.float64) for a in (PROPOSAL.loc, PROPOSAL.scale))
+
+
+def _ref_logdensity(x):
+    d = x - MEAN64
+    return -0.5 * np.einsum("ni,ij,nj->n", d, PREC64, d)
+
+
+def _ref_log_normal(x, mean, var):
+    """log N(x; mean, var I), normalised, row by row."""
+    return -0.5 * np.sum((x - mean) ** 2, -1) / var - 0.5 * x.shape[-1] * np.log(2 * np.pi * var)
+
+
+def _ref_mala_log_ratio(x, y, eta):
+    """log [pi(y) q(x | y)] - log [pi(x) q(y | x)], q(. | x) = N(x + eta grad log pi(x), 2 eta I)."""
+    grad = lambda z: -(z - MEAN64) @ PREC64
+    return (
+        _ref_logdensity(y)
+        - _ref_logdensity(x)
+        + _ref_log_normal(x, y + eta * grad(y), 2 * eta)
+        - _ref_log_normal(y, x + eta * grad(x), 2 * eta)
+    )
+
+
+def _ref_flow_log_ratio(x, y):
+    """log [pi(y) q(x)] - log [pi(x) q(y)] for the diagonal-normal PROPOSAL."""
+    loc, scale = PROPOSAL_LOC_SCALE  # the true proposal's, even when a mutant swaps PROPOSAL
+    log_q = lambda z: np.sum(-0.5 * ((z - loc) / scale) ** 2 - np.log(scale), -1)
+    return _ref_logdensity(y) - log_q(y) - _ref_logdensity(x) + log_q(x)
+
+
+def _one_step_against_reference(name):
+    """Run one move; on the chains that moved, the new point is the proposal, so the move's
+    acceptance probability can be recomputed independently. Returns (ours, reference)."""
+    state = _exact_start(jax.random.key(5))
+    if name == "mala":
+        new, info = moves.mala(jax.random.key(6), state, LOGDENSITY, MALA_STEP)
+    elif name == "imh":
+        new, info = moves.imh(jax.random.key(6), state, LOGDENSITY, PROPOSAL)
+    else:  # with 2 particles, i-SIR leaves x for the one proposal y with probability w(y) / (w(x) + w(y))
+        new, info = moves.isir(jax.random.key(6), state, LOGDENSITY, PROPOSAL, 2)
+    moved = np.asarray(info.is_accepted)
+    x = np.asarray(state.position, np.float64)[moved]
+    y = np.asarray(new.position, np.float64)[moved]
+    if name == "mala":
+        reference = np.exp(np.minimum(_ref_mala_log_ratio(x, y, MALA_STEP), 0.0))
+    elif name == "imh":
+        reference = np.exp(np.minimum(_ref_flow_log_ratio(x, y), 0.0))
+    else:
+        reference = 1.0 / (1.0 + np.exp(-_ref_flow_log_ratio(x, y)))
+    return np.asarray(info.accept_prob, np.float64)[moved], reference
+
+
+@pytest.mark.parametrize("name", ["mala", "imh", "isir"])
+def test_acceptance_prob_matches_independent_reference(name):
+    ours, reference = _one_step_against_reference(name)
+    # Enough moved chains with a non-trivial probability that a wrong ratio cannot hide in min(1, .).
+    assert np.sum(reference < 0.9) > 100, np.sum(reference < 0.9)
+    # float32 arithmetic on log-ratios of size ~10 against float64: 1e-3 absolute is ample.
+    np.testing.assert_allclose(ours, reference, atol=1e-3)
+
+
+# --- Mutation checks: each broken variant must turn a test above red ----------------------------
+
+
+def _flow_density_dropped(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "PROPOSAL", mutants.WithoutDensity(PROPOSAL))
+
+
+MUTANTS = {
+    "mala_without_metropolis": ("mala", mutants.always_accept),
+    "mala_forward_density_as_reverse": ("mala", mutants.forward_density_as_reverse),
+    "mala_drift_sign_flipped": ("mala", mutants.drift_sign_flipped),
+    "imh_without_metropolis": ("imh", mutants.always_accept),
+    "imh_without_flow_density": ("imh", _flow_density_dropped),
+    "isir_uniform_resampling": ("isir", mutants.uniform_resampling),
+    "isir_without_flow_density": ("isir", _flow_density_dropped),
+}
+
+
+@pytest.mark.parametrize("mutant", list(MUTANTS))
+def test_invariance_test_catches_mutant(mutant, monkeypatch):
+    name, mutate = MUTANTS[mutant]
+    mutate(monkeypatch)
+    state, _ = _run(MOVES[name][0], jax.random.key(2))
+    with pytest.raises(AssertionError):
+        _assert_law_kept(state)
+
+
+# These two break the move's choice but not the probability it reports; only the law (above) shows them.
+_SAME_REPORTED_PROB = {"mala_without_metropolis", "isir_uniform_resampling"}
+
+
+@pytest.mark.parametrize("mutant", [m for m in MUTANTS if m not in _SAME_REPORTED_PROB])
+def test_reference_ratio_catches_mutant(mutant, monkeypatch):
+    name, mutate = MUTANTS[mutant]
+    mutate(monkeypatch)
+    with pytest.raises(AssertionError):
+        test_acceptance_prob_matches_independent_reference(name)

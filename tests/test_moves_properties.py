@@ -3,14 +3,21 @@ scale stay invariant; shapes and dtypes are preserved; float64 works.
 
 Each example starts 2048 chains from exact draws of a random diagonal Gaussian N(m, diag(s^2)) and
 applies a few steps. Invariance keeps the final states iid exact draws, so each coordinate of the
-standardised sample mean is N(0, 1/2048). We check max |z| < 5.5 over at most 8 coordinates and
-~15 examples per move, a family-wise false-alarm rate below 1e-4, so the test is stable for any
-seed hypothesis picks, yet a missing Metropolis correction shifts the mean by many SEs.
+standardised sample mean is N(0, 1/2048) and of the sample variance about N(0, 2/2048) in units of
+s^2. We check max |z| < 5.5 for both over at most 8 coordinates and ~15 examples per move, a
+family-wise false-alarm rate near 1e-4, so the test is stable for any seed hypothesis picks.
+
+Can it fail? On a Gaussian started at its law, ULA keeps the mean exact, so only the variance shows
+a missing Metropolis correction: at eta = 0.5 s_min^2 ULA's stationary variance of the narrowest
+coordinate is s^2 / (1 - eta / (2 s^2)) = 4/3 s^2, 10.7 SE away. ``test_mutants_are_caught`` breaks
+each move on purpose and checks that the invariance check goes red.
 """
 
 import jax
 import jax.numpy as jnp
+import mutants
 import numpy as np
+import pytest
 from flowjax.distributions import Normal
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -43,7 +50,7 @@ def _setup(dim, log_scale, shift, seed, dtype=jnp.float32):
 
 
 def _move(name, logdensity, proposal, scale):
-    eta = 0.25 * float(np.min(scale)) ** 2  # step in units of the narrowest scale
+    eta = 0.5 * float(np.min(scale)) ** 2  # step in units of the narrowest scale (see the module doc)
     return {
         "mala": lambda k, s: moves.mala(k, s, logdensity, eta),
         "imh": lambda k, s: moves.imh(k, s, logdensity, proposal),
@@ -59,15 +66,44 @@ def _run(move, state, key, steps=5):
     return jax.lax.scan(body, state, jax.random.split(key, steps))
 
 
-@SETTINGS
-@given(target=targets, name=move_names)
-def test_random_gaussians_stay_invariant(target, name):
+def _check_invariant(target, name):
     mean, scale, logdensity, x0, proposal = _setup(**target)
     state = moves.init_chains(x0, logdensity)
     state, info = _run(_move(name, logdensity, proposal, scale), state, jax.random.key(target["seed"] + 1))
-    z = (np.asarray(state.position).mean(0) - mean) / (scale / np.sqrt(N))
-    assert np.max(np.abs(z)) < 5.5, (name, target, z)
+    x = np.asarray(state.position)
+    z_mean = (x.mean(0) - mean) / (scale / np.sqrt(N))
+    z_var = (x.var(0) / scale**2 - 1.0) / np.sqrt(2.0 / N)
+    assert np.max(np.abs(z_mean)) < 5.5, (name, target, z_mean)
+    assert np.max(np.abs(z_var)) < 5.5, (name, target, z_var)
     assert float(info.is_accepted.mean()) > 0.05  # it moved
+
+
+@SETTINGS
+@given(target=targets, name=move_names)
+def test_random_gaussians_stay_invariant(target, name):
+    _check_invariant(target, name)
+
+
+@pytest.mark.parametrize(
+    "name, mutate",
+    [
+        ("mala", mutants.always_accept),  # MALA without its Metropolis correction is ULA
+        ("mala", mutants.forward_density_as_reverse),
+        ("imh", mutants.always_accept),
+        ("isir", mutants.uniform_resampling),
+    ],
+    ids=[
+        "mala_without_metropolis",
+        "mala_forward_density_as_reverse",
+        "imh_without_metropolis",
+        "isir_uniform",
+    ],
+)
+def test_mutants_are_caught(name, mutate, monkeypatch):
+    """The broken variant fails the invariance check on a fixed, ordinary example."""
+    mutate(monkeypatch)
+    with pytest.raises(AssertionError):
+        _check_invariant({"dim": 3, "log_scale": 0.0, "shift": 1.0, "seed": 0}, name)
 
 
 @settings(max_examples=10, deadline=None, derandomize=True)

@@ -1,0 +1,47 @@
+"""Shared checks of user input: each raises a ``ValueError`` that names the value and the fix.
+
+Used wherever a public function takes a count or data, so the rules (``True`` is not a count, a
+NumPy integer is) and the messages are written once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["positive_int", "check_finite_rows"]
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``value`` as an ``int`` if it is an integer >= 1 (a ``bool`` is not), else ``ValueError``.
+
+    Example:
+        >>> positive_int(np.int64(3), "n")
+        3
+        >>> positive_int(0, "n")
+        Traceback (most recent call last):
+        ...
+        ValueError: n must be an integer >= 1; got 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+    return int(value)
+
+
+def check_finite_rows(x: Any, name: str, fix: str, *, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` if a row of the 2-D (or N-D: rows along axis 0) array ``x`` holds NaN or inf.
+
+    The message counts the bad rows and names the first, then says ``fix``.
+
+    Example:
+        >>> check_finite_rows(np.array([[0.0, 1.0], [np.nan, 2.0]]), "data", "drop them.")
+        Traceback (most recent call last):
+        ...
+        ValueError: data holds 1 row(s) with NaN or inf, the first at row 1; drop them.
+    """
+    x = np.asarray(x)
+    bad = ~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1) if x.ndim else ~np.isfinite(x[None])
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise error(f"{name} holds {rows.size} row(s) with NaN or inf, the first at row {rows[0]}; {fix}")
