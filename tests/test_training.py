@@ -97,6 +97,7 @@ def test_resume_equals_uninterrupted_and_same_key_same_result(tmp_path):
         bank_size=48,
         chunk_size=2,
         metrics=metrics,
+        average_last=0.0,  # the averaged tail depends on num_steps, which grows on resume here
         progress=False,
     )
     full = train(ebm, data, num_steps=6, **kwargs)
@@ -192,3 +193,14 @@ def test_refuses_to_mix_runs_in_one_checkpoint_dir(tmp_path, monkeypatch):
             checkpoint_dir=tmp_path,
             progress=False,
         )
+
+
+def test_resume_refuses_other_settings_and_names_them(tmp_path):
+    ebm, sampler, data = _small_run_setup()
+    kwargs = dict(key=jax.random.key(3), batch_size=12, bank_size=48, chunk_size=2, progress=False)
+    train(ebm, data, negatives=sampler, num_steps=2, checkpoint_dir=tmp_path, **kwargs)
+    other = eqx.tree_at(lambda s: s.n_particles, sampler, 6)
+    with pytest.raises(ValueError, match=r"num_steps: checkpoint 2, now 4; sampler\.n_particles: checkpoint 8, now 6"):
+        train(ebm, data, negatives=other, num_steps=4, checkpoint_dir=tmp_path, resume=True, **kwargs)
+    with pytest.raises(ValueError, match=r"data: checkpoint"):
+        train(ebm, data + 1.0, negatives=sampler, num_steps=2, checkpoint_dir=tmp_path, resume=True, **kwargs)
