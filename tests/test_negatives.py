@@ -5,6 +5,13 @@ exact draws of the tilt must stay distributed like it. With 512 chains the mean 
 has SE 1/sqrt(512) = 0.044 (unit variance) and the variance SE sqrt(2/512) = 0.063; we allow
 0.2 and 0.3 (about 4.5 SE), while a move with a wrong acceptance ratio or a missing Jacobian
 shifts them by far more (the flows below are deliberately not the target).
+
+The MALA moves (MALA, NT-EBM's latent MALA, and the local moves of FlowMC) run at step 1.0 on
+the standard normal tilt, where the Langevin proposal is ``sqrt(2) xi``: without its Metropolis
+correction (ULA) the variance is 2 after one step, 16 SE off, so the invariance test fails on a
+MALA that lost its correction (checked by making ``moves._metropolis`` accept everything:
+mala, flowmc_isir and flowmc_imh went red; ntebm was at step 0.1 then and is at 1.0 now). The
+mean check alone is symmetric and could not see it.
 """
 
 import functools
@@ -34,19 +41,19 @@ def _flow(identity: bool = False):
 # name -> (factory(flow) -> sampler, expected (persistent, flow_training, start), exact)
 SAMPLERS = {
     "flowmc_isir": (
-        lambda f: ng.FlowMC(f, n_particles=8, n_local_steps=3, step_size=0.1),
+        lambda f: ng.FlowMC(f, n_particles=8, n_local_steps=3, step_size=1.0),
         (True, "negatives", "flow"),
         True,
     ),
     "flowmc_imh": (
-        lambda f: ng.FlowMC(f, global_move="imh", n_local_steps=3, step_size=0.1),
+        lambda f: ng.FlowMC(f, global_move="imh", n_local_steps=3, step_size=1.0),
         (True, "negatives", "flow"),
         True,
     ),
     "ula": (lambda f: ng.ULA(step_size=0.01, n_steps=10), (True, None, "uniform"), True),
-    "mala": (lambda f: ng.MALA(step_size=0.1, n_steps=10, target_accept=0.6), (True, None, "gaussian"), True),
+    "mala": (lambda f: ng.MALA(step_size=1.0, n_steps=10, target_accept=0.6), (True, None, "gaussian"), True),
     "short_run": (lambda f: ng.ShortRun(step_size=0.01, n_steps=10), (False, None, "uniform"), False),
-    "ntebm": (lambda f: ng.NTEBM(step_size=0.1, n_steps=10), (False, "tilt", "flow"), True),
+    "ntebm": (lambda f: ng.NTEBM(step_size=1.0, n_steps=10), (False, "tilt", "flow"), True),
     "coopflow": (lambda f: ng.CoopFlow(f, step_size=5e-3, n_steps=10), (False, "negatives", "flow"), False),
 }
 
