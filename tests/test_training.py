@@ -70,10 +70,10 @@ def test_defaults_learn_three_unequal_weights_in_2d():
     Gaussians, weights (0.5, 0.3, 0.2), by grid integration of the trained EBM.
 
     Budget: 1500 steps, batch 128, bank 2048 (the issue's 4000 x 256 x 8192 gives errors of
-    0.005, benchmarks/training_weights.py). Tolerance: over seeds 0-2 of this budget the largest
-    weight error was 0.012 / 0.008 / 0.003, each weight's spread across seeds at most 0.005 and
-    its mean offset at most 0.0075 (the middle mode, low); 0.03 is that offset plus 4 of those
-    spreads. At a constant rate (the old default) the final weights wander by 0.05-0.15 in the
+    0.005, docs/guide-training.md). Tolerance: over seeds 0-3 of this budget the largest weight
+    error was 0.012 / 0.008 / 0.003 / 0.012, each weight's standard deviation across seeds at most
+    0.005 and its mean offset at most 0.009 (the middle mode, low: 0.291 for 0.3); 0.03 is that
+    offset plus 4 standard deviations. At a constant rate (the old default) the final weights wander by 0.05-0.15 in the
     last quarter of training, and a sampler that does not mix between modes swings 0 / 1.
     """
     from _weights_setup import train_2d_defaults
