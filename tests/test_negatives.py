@@ -240,3 +240,45 @@ def test_trains_a_few_steps(name):
             eqx.filter(flow, eqx.is_inexact_array),
         )
         assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_flowmc_settings_round_trip_and_run_chains_is_the_flowmc_step_loop():
+    from numpyro_ebm.flowmc import FlowMCSettings, flowmc_step, run_chains
+    from numpyro_ebm.moves import init_chains
+
+    settings = FlowMCSettings(n_local_steps=2, n_particles=4, step_size=0.3)
+    sampler = ng.FlowMC.from_settings(_flow(), settings, n_cycles=3)
+    assert sampler.settings == settings and sampler.n_states == 9
+    assert ng.FlowMC(_flow(), target_accept=None).settings.adapt_step_size is False
+    flow = combine(*partition(_flow()))
+    logp = lambda x: -0.5 * jnp.sum(x**2)  # noqa: E731
+    chains = init_chains(jax.random.normal(jax.random.key(0), (8, DIM)), logp)
+    key = jax.random.key(1)
+    out, info = run_chains(key, chains, logp, flow, settings, 3, keep_trajectory=True)
+    by_hand = chains
+    for k in jax.random.split(key, 3):
+        by_hand, _ = flowmc_step(
+            k, by_hand, logp, flow, step_size=0.3, n_local_steps=2, global_move="isir", n_particles=4
+        )
+    np.testing.assert_allclose(out.position, by_hand.position, rtol=1e-6)
+    assert info.local_accept_prob.shape == (3, 8) and info.trajectory.shape == (9, 8, DIM)
+    np.testing.assert_array_equal(info.trajectory[-1], out.position)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"global_move": "hmc"}, "global_move"),
+        ({"n_local_steps": -1}, "n_local_steps"),
+        ({"global_move": None, "n_local_steps": 0}, "nothing moves"),
+        ({"particle_batch_size": 0}, "particle_batch_size"),
+        ({"target_accept_prob": 1.0}, "target_accept_prob"),
+        ({"step_size": float("inf")}, "step_size"),
+        ({"adapt_step_size": "yes"}, "adapt_step_size"),
+    ],
+)
+def test_flowmc_settings_check_every_field(kwargs, match):
+    from numpyro_ebm.flowmc import FlowMCSettings
+
+    with pytest.raises(ValueError, match=match):
+        FlowMCSettings(**kwargs)
