@@ -224,7 +224,9 @@ def train(
             raise ValueError(
                 f"metrics must map new names (not {reserved}) to callables fn(ebm, flow, bank); got {name!r}."
             )
-    default_opt = optimizer is None, flow_optimizer is None
+    # A flow optimiser only matters when the sampler trains its flow on the negatives.
+    trains_own_flow = negatives.flow_training == "negatives"
+    default_opt = optimizer is None, flow_optimizer is None and trains_own_flow
     optimizer = optax.adam(default_schedule(num_steps)) if optimizer is None else optimizer
     flow_optimizer = optax.adam(default_schedule(num_steps)) if flow_optimizer is None else flow_optimizer
     for name, opt in (("optimizer", optimizer), ("flow_optimizer", flow_optimizer)):
@@ -266,7 +268,7 @@ def train(
         "energy_l2": float(energy_l2),
         "average_last": average_last,
         "optimizer": "default" if default_opt[0] else "user",
-        "flow_optimizer": "default" if default_opt[1] else "user",
+        "flow_optimizer": "user" if not default_opt[1] and trains_own_flow else "default",
     }
     if any(default_opt) or average_last > 0:  # the schedule and the averaged tail depend on it
         config["num_steps"] = num_steps
