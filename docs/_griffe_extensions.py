@@ -66,7 +66,7 @@ class EquinoxInit(griffe.Extension):
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
         classes = [
             cls
-            for module in [pkg, *(m for m in pkg.modules.values() if not m.is_alias)]
+            for module in _all_modules(pkg)  # subpackages too (numpyro_ebm.negatives.flowmc)
             for cls in module.classes.values()
             if not cls.is_alias and _is_equinox(cls)
         ]
@@ -89,6 +89,15 @@ class EquinoxInit(griffe.Extension):
             cls.set_member("__init__", init)
 
     on_package_loaded = on_package  # the older name of this hook, for older griffe versions
+
+
+def _all_modules(module: griffe.Module) -> list[griffe.Module]:
+    """``module`` and every module below it, aliases left out."""
+    out = [module]
+    for sub in module.modules.values():
+        if not sub.is_alias:
+            out += _all_modules(sub)
+    return out
 
 
 def _mro(cls: griffe.Class) -> list[griffe.Class]:

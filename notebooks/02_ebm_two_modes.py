@@ -47,6 +47,7 @@ from numpyro.infer import MCMC
 from numpyro_ebm import (
     EnergyModel,
     FlowMCKernel,
+    TrainingDivergedError,
     datasets,
     diagnostics,
     flows,
@@ -54,6 +55,7 @@ from numpyro_ebm import (
     nets,
     plotting,
     train,
+    training,
 )
 
 FAST = os.environ.get("NUMPYRO_EBM_FAST") == "1"
@@ -118,11 +120,13 @@ ebm_ula = EnergyModel(nets.ToyNet(2, key=key_net), None)
 # toward the current EBM, writes them back and uses their final states as the 64 negatives.
 #
 # * `negatives.FlowMC(flow)`: 10 kernel steps per training step, [1 i-SIR move with 32 particles,
-#   4 MALA steps] twice, MALA step size 0.01 (these are its defaults);
+#   4 MALA steps] twice (the paper's setting), with its default MALA step: adapted toward 0.574
+#   acceptance from 0.1 (the paper fixes it at 0.01, which accepts nearly every MALA move and
+#   so moves the chains less);
 # * `negatives.ULA(step_size=0.01, n_steps=10)`: 10 ULA steps of size 0.01.
 
 # %%
-sampler_flowmc = negatives.FlowMC(flow, n_particles=32, n_cycles=2, n_local_steps=4, step_size=0.01)
+sampler_flowmc = negatives.FlowMC(flow)
 sampler_ula = negatives.ULA(step_size=0.01, n_steps=10, start="uniform", start_scale=4.0)
 
 # %% [markdown]
@@ -131,12 +135,13 @@ sampler_ula = negatives.ULA(step_size=0.01, n_steps=10, start="uniform", start_s
 # The flow is fitted to the negatives by one optax step per EBM step (forward KL,
 # $-\frac1n\sum_i \log q(x^-_i)$). The two learning rates must be **co-adjusted**: if the EBM
 # moves much faster than its flow, the flow stops being a good proposal and the global moves stop
-# being accepted (`history["global_accept"]` shows it). We give both models the same Adam rate,
-# $10^{-3}$ (the paper's rate for flowMC-EBM on its other 2-D tasks), decayed along a cosine to
-# $10^{-6}$ over the run: the decay averages out the mini-batch noise that keeps a constant-rate
-# EBM's weight moving by several hundredths. ULA-EBM gets the same optimiser. (The paper uses
-# $10^{-2}$ in this example, constant, for 19,200 steps; at that rate our ULA-EBM blows up, see
-# below.)
+# being accepted (`history["global_accept"]` and `history["flow_ess"]` show it). `train`'s
+# default gives both models the same Adam rate: a short warmup to $10^{-3}$ (the paper's rate for
+# flowMC-EBM on its other 2-D tasks), then a cosine decay to $10^{-5}$ at the end of the run
+# (`training.default_schedule`): the decay removes the mini-batch noise that keeps a
+# constant-rate EBM's weight moving by several hundredths. ULA-EBM gets the same default. (The
+# paper uses $10^{-2}$ in this example, constant, for 19,200 steps; at that rate our ULA-EBM
+# blows up, see below.)
 #
 # The weight of the heavy mode is integrated on a grid after every chunk of steps by a
 # `metrics` callable, `fn(ebm, flow, bank) -> float`; the history stores it beside the loss and
@@ -145,10 +150,6 @@ sampler_ula = negatives.ULA(step_size=0.01, n_steps=10, start="uniform", start_s
 
 
 # %%
-def learning_rate(peak=1e-3):
-    return optax.cosine_decay_schedule(peak, NUM_STEPS, alpha=1e-3)  # peak -> peak / 1000
-
-
 def heavy_mode_weight(ebm, flow, bank):
     """Weight of the (1.5, 1.5) zone by grid integration on target.bounds = [-4, 4]^2."""
     return diagnostics.zone_weights(ebm, target, resolution=RESOLUTION)[1]
@@ -180,8 +181,7 @@ result_flowmc = train(
     data,
     key=key_flowmc,
     negatives=sampler_flowmc,
-    optimizer=optax.adam(learning_rate()),
-    flow_optimizer=optax.adam(learning_rate()),
+    zones=target,  # the monitor: each mode's weight in the bank and under the model
     **SETTINGS,
 )
 print(f"flowMC-EBM: {NUM_STEPS} steps in {time.perf_counter() - start:.0f} s")
@@ -192,7 +192,6 @@ result_ula = train(
     data,
     key=key_ula,
     negatives=sampler_ula,
-    optimizer=optax.adam(learning_rate()),
     **SETTINGS,
 )
 print(f"ULA-EBM:    {NUM_STEPS} steps in {time.perf_counter() - start:.0f} s")
@@ -248,25 +247,34 @@ plt.show()
 # nearly all i-SIR moves leave the current state. A global acceptance sliding toward 0 during
 # training would mean the EBM outran its flow: lower the EBM's rate, or raise the flow's.
 #
+# `train`'s monitor (with `zones=target`) records the same from the flow's side after every
+# chunk: the importance-sampling ESS of flow draws against the EBM, the energy gap between
+# negatives and data, and each mode's weight in the bank and under the model (flow importance
+# weights); `train` warns if the two disagree beyond their sampling error at the end.
+
+# %%
+training.plot_history(result_flowmc.history, true_weights=target.weights)
+plt.show()
+
+# %% [markdown]
+#
 # ### Aside: ULA-EBM at the paper's rate
 #
 # At a peak rate of $10^{-2}$, the untilted ULA-EBM diverges within a few hundred steps here: the
 # energy grows steeply away from the data, a ULA step of size 0.01 along that gradient overshoots,
 # the chains land where the energy is higher still, and the loss pushes it higher again. Nothing
-# stops it: the untilted model has no $\rho$ to keep its mass near the data. `train` raises a
-# `TrainingDivergedError` if a loss or energy turns non-finite; here they stay finite for a while,
-# but the metric shows the chains leaving.
+# stops it: the untilted model has no $\rho$ to keep its mass near the data. The losses and
+# energies stay finite for a while, so a NaN check would not see it; `train` stops the run with a
+# `TrainingDivergedError` naming the step at which a chain first flies farther than
+# `max_chain_distance` (100 by default) data radii from the data's mean.
 
 # %%
 short = dict(SETTINGS, num_steps=200, chunk_size=50)
-blown = train(ebm_ula, data, key=key_ula, negatives=sampler_ula, optimizer=optax.adam(1e-2), **short)
-print(
-    "ULA-EBM at 1e-2, largest |x| in the bank after each 50 steps:",
-    np.array2string(blown.history["bank_max_abs"], precision=1),
-)
-print(
-    "mean energy of the negatives per chunk:", np.array2string(blown.history["energy_negatives"], precision=1)
-)
+try:
+    train(ebm_ula, data, key=key_ula, negatives=sampler_ula, optimizer=optax.adam(1e-2), **short)
+    print("ULA-EBM at 1e-2: no runaway within 200 steps this time")
+except TrainingDivergedError as err:
+    print(f"ULA-EBM at 1e-2 stopped at step {err.step}:\n{err}")
 
 # %% [markdown]
 # ## The learned densities

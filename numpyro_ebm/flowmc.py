@@ -1,12 +1,17 @@
 """The one flowMC transition: a global flow move followed by local MALA steps.
 
-``flowmc_step`` is pure and batched over chains. ``FlowMCKernel`` builds its ``sample`` from it,
-the EBM trainer's ``negatives.FlowMC`` calls it inside its own ``lax.scan``, and users can call it
-inside their own ``jit`` without ``MCMC.run``. Nothing in the library samples flowMC any other way.
+``flowmc_step`` is pure and batched over chains; :func:`run_chains` is the one ``lax.scan`` over
+it; :class:`FlowMCSettings` holds the transition's settings, defaults and checks in one place.
+``FlowMCKernel`` builds its ``sample`` from ``flowmc_step``, the EBM trainer's ``negatives.FlowMC``
+calls ``run_chains``, and users can call either inside their own ``jit`` without ``MCMC.run``.
+Nothing in the library samples flowMC any other way.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import jax
@@ -18,7 +23,14 @@ from numpyro_ebm.moves import ChainState, LogDensityFn, imh, isir, mala
 GlobalMove = Literal["imh", "isir"] | None
 GLOBAL_MOVES = ("imh", "isir", None)
 
-__all__ = ["FlowMCInfo", "flowmc_step", "check_flowmc_settings", "GLOBAL_MOVES"]
+__all__ = [
+    "FlowMCInfo",
+    "FlowMCSettings",
+    "flowmc_step",
+    "run_chains",
+    "check_flowmc_settings",
+    "GLOBAL_MOVES",
+]
 
 
 class FlowMCInfo(NamedTuple):
@@ -38,25 +50,85 @@ class FlowMCInfo(NamedTuple):
     trajectory: Float[Array, "steps chains dim"] | None
 
 
+def _is_count(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+@dataclass(frozen=True)
+class FlowMCSettings:
+    """The settings of the flowMC transition, with the library's one set of defaults.
+
+    ``FlowMCKernel``, ``negatives.FlowMC`` and :func:`run_chains` read their transition from
+    one of these; every check of the settings lives in ``__post_init__`` (a ``ValueError``
+    naming the bad field, before anything is traced).
+
+    Attributes:
+        step_size: initial MALA step size (adapted when ``adapt_step_size``).
+        n_local_steps: MALA steps after each global move (``>= 0``; ``>= 1`` without a
+            global move).
+        global_move: ``"isir"`` (one of ``n_particles`` flow proposals, the paper's choice),
+            ``"imh"`` (independent Metropolis-Hastings) or ``None`` (MALA only).
+        n_particles: i-SIR particles per chain, the current state included (``>= 2``).
+        particle_batch_size: chains per batch when evaluating i-SIR particles (memory bound;
+            ``None``: all at once).
+        target_accept_prob: MALA acceptance the step size adapts toward (0.574 is optimal for
+            MALA in high dimension, Roberts and Rosenthal 1998).
+        adapt_step_size: adapt the MALA step size (``numpyro_ebm.adaptation``): by dual
+            averaging during a kernel's warmup, by the x1.05 rule in EBM training, where the
+            target moves.
+
+    Example:
+        >>> settings = FlowMCSettings(n_local_steps=8)
+        >>> settings.global_move, settings.n_particles, settings.adapt_step_size
+        ('isir', 32, True)
+        >>> FlowMCSettings(n_particles=1)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: n_particles must be an integer >= 2 for global_move='isir' ...; got 1.
+    """
+
+    step_size: float = 0.1
+    n_local_steps: int = 4
+    global_move: GlobalMove = "isir"
+    n_particles: int = 32
+    particle_batch_size: int | None = None
+    target_accept_prob: float = 0.574
+    adapt_step_size: bool = True
+
+    def __post_init__(self):
+        if self.global_move not in GLOBAL_MOVES:
+            raise ValueError(f"global_move must be one of {GLOBAL_MOVES}; got {self.global_move!r}.")
+        if not _is_count(self.n_local_steps, 0):
+            raise ValueError(f"n_local_steps must be an integer >= 0; got {self.n_local_steps!r}.")
+        if self.global_move == "isir" and not _is_count(self.n_particles, 2):
+            raise ValueError(
+                f"n_particles must be an integer >= 2 for global_move='isir' (the current state "
+                f"counts as one particle); got {self.n_particles!r}."
+            )
+        if self.global_move is None and self.n_local_steps == 0:
+            raise ValueError("with global_move=None, n_local_steps must be >= 1, or nothing moves.")
+        batch = self.particle_batch_size
+        if batch is not None and not _is_count(batch, 1):
+            raise ValueError(f"particle_batch_size must be None or an integer >= 1; got {batch!r}.")
+        target = self.target_accept_prob
+        if not (isinstance(target, numbers.Real) and 0.0 < target < 1.0):
+            raise ValueError(f"target_accept_prob must lie in (0, 1); got {target!r}.")
+        if not isinstance(self.adapt_step_size, bool):
+            raise ValueError(f"adapt_step_size must be True or False; got {self.adapt_step_size!r}.")
+        try:
+            eta = float(jnp.min(jnp.asarray(self.step_size)))
+        except (TypeError, jax.errors.ConcretizationTypeError):  # a tracer: validated by the caller
+            return
+        if not (math.isfinite(eta) and eta > 0):
+            raise ValueError(f"step_size must be positive and finite; got {self.step_size!r}.")
+
+
 def check_flowmc_settings(step_size, n_local_steps, global_move, n_particles) -> None:
-    """Raise a ``ValueError`` naming the bad setting; called by every public entry point."""
-    if global_move not in GLOBAL_MOVES:
-        raise ValueError(f"global_move must be one of {GLOBAL_MOVES}; got {global_move!r}.")
-    if not isinstance(n_local_steps, int) or n_local_steps < 0:
-        raise ValueError(f"n_local_steps must be an integer >= 0; got {n_local_steps!r}.")
-    if global_move == "isir" and (not isinstance(n_particles, int) or n_particles < 2):
-        raise ValueError(
-            f"n_particles must be an integer >= 2 for global_move='isir' (the current state "
-            f"counts as one particle); got {n_particles!r}."
-        )
-    if global_move is None and n_local_steps == 0:
-        raise ValueError("with global_move=None, n_local_steps must be >= 1, or nothing moves.")
-    try:
-        eta = float(jnp.min(jnp.asarray(step_size)))
-    except TypeError:  # a tracer: the caller validated it already
-        return
-    if not eta > 0:
-        raise ValueError(f"step_size must be positive and finite; got {step_size!r}.")
+    """Raise a ``ValueError`` naming the bad setting (kept for callers that predate
+    :class:`FlowMCSettings`, which now holds the checks)."""
+    FlowMCSettings(
+        step_size=step_size, n_local_steps=n_local_steps, global_move=global_move, n_particles=n_particles
+    )
 
 
 def flowmc_step(
@@ -130,3 +202,68 @@ def flowmc_step(
         local_accept = jnp.zeros(chains.position.shape[:1], dtype)
     trajectory = jnp.concatenate([after_global[None], path]) if keep_trajectory else None
     return chains, FlowMCInfo(local_accept, global_accept, trajectory)
+
+
+def run_chains(
+    key: PRNGKeyArray,
+    chains: ChainState,
+    logdensity_fn: LogDensityFn,
+    flow,
+    settings: FlowMCSettings,
+    num_steps: int,
+    *,
+    step_size: Float[Array, ""] | Float[Array, " chains"] | float | None = None,
+    keep_trajectory: bool = False,
+) -> tuple[ChainState, FlowMCInfo]:
+    """``num_steps`` flowMC cycles as one ``lax.scan`` over :func:`flowmc_step`: the library's
+    one chains loop (step size fixed along the loop; adapt between calls).
+
+    Args:
+        key: PRNG key; cycle ``i`` uses ``split(key, num_steps)[i]``.
+        chains: the chains, ``(chains, dim)`` (``moves.init_chains``).
+        logdensity_fn: target log-density of one point, ``(dim,) -> ()``.
+        flow: flowjax distribution proposing the global moves.
+        settings: the transition's :class:`FlowMCSettings`.
+        num_steps: flowMC cycles (static).
+        step_size: MALA step size (scalar or ``(chains,)``, may be traced); defaults to
+            ``settings.step_size``.
+        keep_trajectory: also return every state (``(num_steps * (1 + n_local_steps), chains,
+            dim)`` in ``info.trajectory``).
+
+    Returns:
+        ``(chains, info)``: the final chains and per-cycle statistics with a leading
+        ``num_steps`` axis (``info.local_accept_prob`` is ``(num_steps, chains)``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from numpyro_ebm.flows import default_flow
+        >>> from numpyro_ebm.moves import init_chains
+        >>> logp = lambda x: -0.5 * jnp.sum(x**2)
+        >>> flow = default_flow(jax.random.key(0), 2, identity_init=True)
+        >>> chains, info = run_chains(jax.random.key(1), init_chains(jnp.zeros((8, 2)), logp), logp,
+        ...                           flow, FlowMCSettings(n_particles=4), 3)
+        >>> info.local_accept_prob.shape, chains.position.shape
+        ((3, 8), (8, 2))
+    """
+    if not _is_count(num_steps, 1):
+        raise ValueError(f"num_steps must be an integer >= 1; got {num_steps!r}.")
+    eta = settings.step_size if step_size is None else step_size
+
+    def cycle(chains, cycle_key):
+        return flowmc_step(
+            cycle_key,
+            chains,
+            logdensity_fn,
+            flow,
+            step_size=eta,
+            n_local_steps=settings.n_local_steps,
+            global_move=settings.global_move,
+            n_particles=settings.n_particles,
+            particle_batch_size=settings.particle_batch_size,
+            keep_trajectory=keep_trajectory,
+        )
+
+    chains, info = jax.lax.scan(cycle, chains, jax.random.split(key, num_steps))
+    if keep_trajectory:
+        info = info._replace(trajectory=jnp.reshape(info.trajectory, (-1, *chains.position.shape)))
+    return chains, info

@@ -5,6 +5,13 @@ exact draws of the tilt must stay distributed like it. With 512 chains the mean 
 has SE 1/sqrt(512) = 0.044 (unit variance) and the variance SE sqrt(2/512) = 0.063; we allow
 0.2 and 0.3 (about 4.5 SE), while a move with a wrong acceptance ratio or a missing Jacobian
 shifts them by far more (the flows below are deliberately not the target).
+
+The MALA moves (MALA, NT-EBM's latent MALA, and the local moves of FlowMC) run at step 1.0 on
+the standard normal tilt, where the Langevin proposal is ``sqrt(2) xi``: without its Metropolis
+correction (ULA) the variance is 2 after one step, 16 SE off, so the invariance test fails on a
+MALA that lost its correction (checked by making ``moves._metropolis`` accept everything:
+mala, flowmc_isir and flowmc_imh went red; ntebm was at step 0.1 then and is at 1.0 now). The
+mean check alone is symmetric and could not see it.
 """
 
 import functools
@@ -34,19 +41,19 @@ def _flow(identity: bool = False):
 # name -> (factory(flow) -> sampler, expected (persistent, flow_training, start), exact)
 SAMPLERS = {
     "flowmc_isir": (
-        lambda f: ng.FlowMC(f, n_particles=8, n_local_steps=3, step_size=0.1),
+        lambda f: ng.FlowMC(f, n_particles=8, n_local_steps=3, step_size=1.0),
         (True, "negatives", "flow"),
         True,
     ),
     "flowmc_imh": (
-        lambda f: ng.FlowMC(f, global_move="imh", n_local_steps=3, step_size=0.1),
+        lambda f: ng.FlowMC(f, global_move="imh", n_local_steps=3, step_size=1.0),
         (True, "negatives", "flow"),
         True,
     ),
     "ula": (lambda f: ng.ULA(step_size=0.01, n_steps=10), (True, None, "uniform"), True),
-    "mala": (lambda f: ng.MALA(step_size=0.1, n_steps=10, target_accept=0.6), (True, None, "gaussian"), True),
+    "mala": (lambda f: ng.MALA(step_size=1.0, n_steps=10, target_accept=0.6), (True, None, "gaussian"), True),
     "short_run": (lambda f: ng.ShortRun(step_size=0.01, n_steps=10), (False, None, "uniform"), False),
-    "ntebm": (lambda f: ng.NTEBM(step_size=0.1, n_steps=10), (False, "tilt", "flow"), True),
+    "ntebm": (lambda f: ng.NTEBM(step_size=1.0, n_steps=10), (False, "tilt", "flow"), True),
     "coopflow": (lambda f: ng.CoopFlow(f, step_size=5e-3, n_steps=10), (False, "negatives", "flow"), False),
 }
 
@@ -233,3 +240,45 @@ def test_trains_a_few_steps(name):
             eqx.filter(flow, eqx.is_inexact_array),
         )
         assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_flowmc_settings_round_trip_and_run_chains_is_the_flowmc_step_loop():
+    from numpyro_ebm.flowmc import FlowMCSettings, flowmc_step, run_chains
+    from numpyro_ebm.moves import init_chains
+
+    settings = FlowMCSettings(n_local_steps=2, n_particles=4, step_size=0.3)
+    sampler = ng.FlowMC.from_settings(_flow(), settings, n_cycles=3)
+    assert sampler.settings == settings and sampler.n_states == 9
+    assert ng.FlowMC(_flow(), target_accept=None).settings.adapt_step_size is False
+    flow = combine(*partition(_flow()))
+    logp = lambda x: -0.5 * jnp.sum(x**2)  # noqa: E731
+    chains = init_chains(jax.random.normal(jax.random.key(0), (8, DIM)), logp)
+    key = jax.random.key(1)
+    out, info = run_chains(key, chains, logp, flow, settings, 3, keep_trajectory=True)
+    by_hand = chains
+    for k in jax.random.split(key, 3):
+        by_hand, _ = flowmc_step(
+            k, by_hand, logp, flow, step_size=0.3, n_local_steps=2, global_move="isir", n_particles=4
+        )
+    np.testing.assert_allclose(out.position, by_hand.position, rtol=1e-6)
+    assert info.local_accept_prob.shape == (3, 8) and info.trajectory.shape == (9, 8, DIM)
+    np.testing.assert_array_equal(info.trajectory[-1], out.position)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"global_move": "hmc"}, "global_move"),
+        ({"n_local_steps": -1}, "n_local_steps"),
+        ({"global_move": None, "n_local_steps": 0}, "nothing moves"),
+        ({"particle_batch_size": 0}, "particle_batch_size"),
+        ({"target_accept_prob": 1.0}, "target_accept_prob"),
+        ({"step_size": float("inf")}, "step_size"),
+        ({"adapt_step_size": "yes"}, "adapt_step_size"),
+    ],
+)
+def test_flowmc_settings_check_every_field(kwargs, match):
+    from numpyro_ebm.flowmc import FlowMCSettings
+
+    with pytest.raises(ValueError, match=match):
+        FlowMCSettings(**kwargs)
