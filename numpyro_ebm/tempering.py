@@ -322,11 +322,16 @@ def reference_logdensity(reference) -> Callable[[Array], Array]:
     return lambda x: jnp.sum(reference.log_prob(x))
 
 
-class _MaskObserved(Messenger):
-    """Mask every observed (and ``numpyro.factor``) site: what is left is the prior."""
+class _MaskSites(Messenger):
+    """Mask the named sites (the model's observed and ``numpyro.factor`` sites, found by a trace
+    beforehand: NumPyro adds its Jacobians as factor sites too, and those must stay)."""
+
+    def __init__(self, fn, names):
+        self.names = frozenset(names)
+        super().__init__(fn)
 
     def process_message(self, msg):
-        if msg["type"] == "sample" and msg["is_observed"]:
+        if msg["type"] == "sample" and msg["name"] in self.names:
             msg["fn"] = msg["fn"].mask(False)
 
 
@@ -357,9 +362,12 @@ def prior_reference(key: PRNGKeyArray, model: Callable, model_args, model_kwargs
         >>> round(float(x.std()), 1), round(float(log_prior(x[0] * 0)), 3)
         (2.0, -1.612)
     """
-    masked = _MaskObserved(model)
-    with numpyro.handlers.block():
-        trace = numpyro.handlers.trace(numpyro.handlers.seed(masked, key)).get_trace(*model_args, **model_kwargs)
+    try:
+        with numpyro.handlers.block():
+            trace = numpyro.handlers.trace(numpyro.handlers.seed(model, key)).get_trace(*model_args, **model_kwargs)
+    except NotImplementedError:  # ImproperUniform (and other improper sites) cannot be sampled
+        return None
+    masked = _MaskSites(model, [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]])
     if any(s["type"] == "sample" and not s["is_observed"] and _is_improper(s["fn"]) for s in trace.values()):
         return None
     params_info, _, _, _ = initialize_model(
