@@ -65,7 +65,11 @@ class TemperedSMC:
             ``init_to_sample``, observed and factor sites masked); for a model with improper
             prior sites, a Gaussian around the initial points with twice their spread (at least
             scale 2); a ``potential_fn`` target needs a reference, else tempering is skipped.
-        num_particles: particles; ``None``: ``max(num_chains, 512)``.
+        num_particles: particles; ``None``: ``max(num_chains, 512, min(32 * dim, 4096))``. The
+            resampling noise in a mode's weight adds up over the levels, and the number of
+            levels grows with the dimension (21 at d = 64): 512 particles let a d = 64
+            four-mode mixture drift to weights 0.00 / 0.03 / 0.19 / 0.78, 2048 kept them within
+            0.03 of 1/4 (docs/benchmarks.md).
         ess_fraction: each level's incremental-weight ESS, as a fraction of the particles.
         n_mcmc_steps: flowMC transitions per level (each: a global move, then the kernel's
             ``n_local_steps`` MALA steps).
@@ -402,7 +406,7 @@ def initial_particles(key: PRNGKeyArray, settings: TemperedSMC, model, model_arg
         ``None`` for a ``potential_fn`` target without a reference.
     """
     num_chains, dim = flat.shape
-    num = settings.num_particles or max(num_chains, 512)
+    num = settings.num_particles or max(num_chains, 512, min(32 * dim, 4096))
     reference = settings.reference
     if reference is None and model is None:
         return None
