@@ -313,7 +313,7 @@ def gaussian_reference(points: Float[Array, "n dim"], *, widen: float = 2.0, min
     Example:
         >>> import jax.numpy as jnp
         >>> ref = gaussian_reference(jnp.zeros((4, 3)))
-        >>> float(ref.scale[0])
+        >>> float(ref.base_dist.scale[0])
         2.0
     """
     scale = jnp.maximum(widen * jnp.std(points, axis=0), min_scale)
