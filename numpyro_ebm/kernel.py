@@ -322,10 +322,14 @@ class FlowMCKernel(MCMCKernel):
         self.tempering_result = self._discover_modes(
             jax.random.fold_in(key_flow, 1), flow, flat, logdensity_fn, model_args, model_kwargs
         )
-        if self.tempering_result is not None:  # start from the SMC particles and fitted flow
+        if self.tempering_result is not None:  # start from the SMC particles
             flat = self.tempering_result.position[:num_chains]
             init_params = unravel_fn(flat)
-            params = self.tempering_result.flow_params
+            if self._user_flow is None:
+                # A fresh flow, standardised to the particles: the SMC's flow, refitted at every
+                # level to resampled (duplicated) particles, overfits in high dimension (d = 64:
+                # global acceptance 0.003 after warmup when handed over; docs/benchmarks.md).
+                params = flows.restandardize(params, self._flow_static, flat)
         chains = init_chains(flat, logdensity_fn)
         if not bool(jnp.all(jnp.isfinite(chains.logdensity))):
             bad = int(jnp.sum(~jnp.isfinite(chains.logdensity)))

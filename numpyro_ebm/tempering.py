@@ -16,8 +16,8 @@ modes the reference covers are found with the right weights, and the mean increm
 multiply to the evidence ``Z = ∫ ref L`` (unbiased; ``log_z`` is its log).
 
 :class:`~numpyro_ebm.kernel.FlowMCKernel` runs this in ``init`` (``tempering="smc"``, the default
-for models): its chains then start from the final particles, with the flow fitted to them, and
-the usual warmup and frozen production chain follow unchanged.
+for models): its chains then start from the final particles (its own flow restarts, standardised
+to them), and the usual warmup and frozen production chain follow unchanged.
 """
 
 from __future__ import annotations
