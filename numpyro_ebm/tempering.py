@@ -199,8 +199,11 @@ def tempered_smc(
         optimizer: optax transformation for the flow; re-initialised at every level.
         step_size: initial MALA step size; adapted toward ``target_accept_prob`` after every
             transition (the level's particles are a population, so this stays a valid SMC move).
-        n_local_steps, global_move, n_particles, particle_batch_size: the flowMC transition, as
-            in :func:`~numpyro_ebm.flowmc.flowmc_step`.
+        n_local_steps: MALA steps per flowMC transition (as in
+            :func:`~numpyro_ebm.flowmc.flowmc_step`).
+        global_move: ``"imh"``, ``"isir"`` or ``None``.
+        n_particles: i-SIR particles per chain.
+        particle_batch_size: chains per batch when evaluating i-SIR particles.
         target_accept_prob: MALA acceptance targeted.
         flow_batch_size: minibatch size of the flow fit.
         fit_flow: fit the flow at every level; ``False`` keeps it as given (a frozen flow).
@@ -398,7 +401,8 @@ def initial_particles(key: PRNGKeyArray, settings: TemperedSMC, model, model_arg
         key: PRNG key.
         settings: the :class:`TemperedSMC` settings (``reference``, ``num_particles``).
         model: the NumPyro model, or ``None`` for a ``potential_fn`` target.
-        model_args, model_kwargs: the model's arguments.
+        model_args: the model's positional arguments.
+        model_kwargs: the model's keyword arguments.
         flat: the initial chains, flattened, ``(num_chains, dim)``.
 
     Returns:
