@@ -18,6 +18,7 @@ from numpyro_ebm import (
     negatives,
     nets,
     sharding,
+    tempering,
     training,
 )
 from numpyro_ebm.energy import EnergyModel
@@ -45,6 +46,7 @@ __all__ = [
     "negatives",
     "nets",
     "sharding",
+    "tempering",
     "train",
     "training",
 ]

@@ -30,7 +30,7 @@ from flowjax.distributions import AbstractDistribution, StandardNormal, Transfor
 from flowjax.flows import coupling_flow
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-__all__ = ["default_flow", "standardize", "partition", "combine", "forward_kl", "fit_flow"]
+__all__ = ["default_flow", "standardize", "restandardize", "partition", "combine", "forward_kl", "fit_flow"]
 
 
 def _is_frozen(leaf) -> bool:
@@ -123,6 +123,12 @@ def _affine_path(flow: Transformed):
     return flow.bijection.bijections[-1]
 
 
+def has_standardization(flow) -> bool:
+    """Whether ``flow`` ends with :func:`default_flow`'s affine standardisation."""
+    bijection = getattr(flow, "bijection", None)
+    return isinstance(bijection, Chain) and isinstance(bijection.bijections[-1], Affine)
+
+
 def standardize(flow: Transformed, samples: Float[Array, "n dim"]) -> Transformed:
     """Set the flow's affine standardisation to the mean and standard deviation of ``samples``.
 
@@ -140,13 +146,29 @@ def standardize(flow: Transformed, samples: Float[Array, "n dim"]) -> Transforme
         >>> flow.sample(jax.random.key(1), (2000,)).mean(0).round(0)
         Array([ 1., 12.], dtype=float32)
     """
-    if not isinstance(flow.bijection, Chain) or not isinstance(_affine_path(flow), Affine):
+    if not has_standardization(flow):
         raise TypeError("standardize needs a flow built by numpyro_ebm.flows.default_flow.")
     mean = jnp.mean(samples, axis=0)
     std = jnp.std(samples, axis=0)
     std = jnp.where(jnp.isfinite(std) & (std > 1e-6), std, 1.0)
     affine = Affine(mean, std)
     return eqx.tree_at(_affine_path, flow, affine)
+
+
+def restandardize(params: PyTree, static: PyTree, samples: Float[Array, "n dim"]) -> PyTree:
+    """:func:`standardize` on the ``(params, static)`` halves, inside ``jit``: new ``params``.
+
+    Warmup calls it before fitting so that the splines' interval ``[-interval, interval]``
+    follows the samples as they spread or contract (flowMC re-whitens before every fit too).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> params, static = partition(default_flow(jax.random.key(0), 2, identity_init=True))
+        >>> params = restandardize(params, static, jnp.array([[0.0, 10.0], [2.0, 14.0]]))
+        >>> combine(params, static).sample(jax.random.key(1), (2000,)).mean(0).round(0)
+        Array([ 1., 12.], dtype=float32)
+    """
+    return partition(standardize(eqx.combine(params, static), samples))[0]
 
 
 def partition(flow: AbstractDistribution) -> tuple[PyTree, PyTree]:

@@ -27,6 +27,7 @@ from numpyro.infer.util import initialize_model
 from numpyro.util import identity, is_prng_key
 
 from numpyro_ebm import flows, sharding
+from numpyro_ebm import tempering as tempering_
 from numpyro_ebm.flowmc import check_flowmc_settings, flowmc_step
 from numpyro_ebm.moves import ChainState, init_chains
 
@@ -106,6 +107,11 @@ class FlowMCKernel(MCMCKernel):
             ``kernel.flow`` is the trained flow. This puts a host callback in the compiled loop,
             which keeps JAX's persistent compilation cache from serving repeated runs; with
             ``False``, get the flow with ``kernel.get_flow(mcmc.last_state)``.
+        tempering: mode discovery before warmup (:mod:`numpyro_ebm.tempering`). ``"smc"``
+            (default): tempered SMC from the model's prior (or ``TemperedSMC(reference=...)``,
+            needed for a ``potential_fn``; without one a ``potential_fn`` target skips it) to the
+            target; the chains then start from its particles, with the flow fitted to them, and
+            ``kernel.tempering_result.log_z`` estimates the log evidence. ``None``: off.
 
     Example:
         >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
@@ -145,6 +151,7 @@ class FlowMCKernel(MCMCKernel):
         init_strategy: Callable = init_to_uniform,
         shard=False,
         keep_trained_flow: bool = True,
+        tempering: str | tempering_.TemperedSMC | None = "smc",
     ):
         if (model is None) == (potential_fn is None):
             raise ValueError("Pass exactly one of `model` or `potential_fn` to FlowMCKernel.")
@@ -184,6 +191,14 @@ class FlowMCKernel(MCMCKernel):
         self._init_strategy = init_strategy
         self._mesh = sharding.resolve_mesh(shard)
         self._keep_trained_flow = keep_trained_flow
+        if tempering == "smc":
+            tempering = tempering_.TemperedSMC()
+        if tempering is not None and not isinstance(tempering, tempering_.TemperedSMC):
+            raise ValueError(
+                f"tempering must be 'smc', None or a numpyro_ebm.tempering.TemperedSMC; got {tempering!r}."
+            )
+        self._tempering = tempering
+        self.tempering_result: tempering_.SMCResult | None = None  # set by init
         # Set by init(): the pure pieces the jitted sample() closes over.
         self._postprocess_fn = None
         self._potential_gen = None
@@ -304,6 +319,17 @@ class FlowMCKernel(MCMCKernel):
         self._initial_flow = flow
         self._num_warmup = int(num_warmup)
         params, self._flow_static = flows.partition(flow)
+        self.tempering_result = self._discover_modes(
+            jax.random.fold_in(key_flow, 1), flow, flat, logdensity_fn, model_args, model_kwargs
+        )
+        if self.tempering_result is not None:  # start from the SMC particles
+            flat = self.tempering_result.position[:num_chains]
+            init_params = unravel_fn(flat)
+            if self._user_flow is None:
+                # A fresh flow, standardised to the particles: the SMC's flow, refitted at every
+                # level to resampled (duplicated) particles, overfits in high dimension (d = 64:
+                # global acceptance 0.003 after warmup when handed over; docs/benchmarks.md).
+                params = flows.restandardize(params, self._flow_static, flat)
         chains = init_chains(flat, logdensity_fn)
         if not bool(jnp.all(jnp.isfinite(chains.logdensity))):
             bad = int(jnp.sum(~jnp.isfinite(chains.logdensity)))
@@ -330,6 +356,34 @@ class FlowMCKernel(MCMCKernel):
             rng_key=key_state,
         )
         return self._place_chains(state, sharding.shard_leading_axis)
+
+    def _discover_modes(self, key, flow, flat, logdensity_fn, model_args, model_kwargs):
+        """Tempered SMC from a reference to the target (see ``numpyro_ebm.tempering``), or None."""
+        settings = self._tempering
+        if settings is None:
+            return None
+        key_ref, key_smc = jax.random.split(key)
+        start = tempering_.initial_particles(key_ref, settings, self._model, model_args, model_kwargs, flat)
+        if start is None:
+            return None  # a potential_fn target without a reference: nothing to anneal from
+        particles, log_ref = start
+        return tempering_.tempered_smc(
+            key_smc,
+            logdensity_fn,
+            log_ref,
+            particles,
+            flow,
+            optimizer=self._flow_optimizer,
+            step_size=self._step_size,
+            n_local_steps=self._n_local_steps,
+            global_move=self._global_move,
+            n_particles=self._n_particles,
+            particle_batch_size=self._particle_batch_size,
+            target_accept_prob=self._target_accept_prob,
+            flow_batch_size=self._flow_batch_size,
+            fit_flow=self._train_flow and self._global_move is not None,
+            settings=settings,
+        )
 
     def _place_chains(self, state: FlowMCState, place: Callable) -> FlowMCState:
         """Split the per-chain fields over the mesh (``place`` puts or, inside jit, constrains)."""

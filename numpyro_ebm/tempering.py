@@ -1,0 +1,429 @@
+"""Mode discovery before warmup: adaptive tempered SMC with flowMC moves.
+
+Local samplers report the modes in the proportions in which their chains *start*. Tempered
+sequential Monte Carlo (Del Moral, Doucet & Jasra 2006) instead starts from a reference ``ref``
+that covers the space (the prior of a NumPyro model) and follows the path
+
+    pi_beta(z) ∝ ref(z)^(1 - beta) pi(z)^beta = ref(z) L(z)^beta,   beta: 0 -> 1,
+
+with ``L = pi / ref`` (for a NumPyro model the likelihood, observed and factor sites; Jacobians
+cancel). At each level the next ``beta`` is set by bisection so that the effective sample size
+of the incremental weights ``L^(beta' - beta)`` is ``ess_fraction`` of the particles; the
+particles are resampled (systematic), the flow is fitted to them (forward KL), and they move by
+``n_mcmc_steps`` flowMC transitions (:func:`~numpyro_ebm.flowmc.flowmc_step`) that leave
+``pi_beta`` invariant. The weights carry the relative mass of the modes from level to level, so
+modes the reference covers are found with the right weights, and the mean incremental weights
+multiply to the evidence ``Z = ∫ ref L`` (unbiased; ``log_z`` is its log).
+
+:class:`~numpyro_ebm.kernel.FlowMCKernel` runs this in ``init`` (``tempering="smc"``, the default
+for models): its chains then start from the final particles (its own flow restarts, standardised
+to them), and the usual warmup and frozen production chain follow unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+import optax
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float, PRNGKeyArray
+from numpyro.infer.ensemble_util import batch_ravel_pytree
+from numpyro.infer.initialization import init_to_sample
+from numpyro.infer.util import initialize_model, potential_energy
+from numpyro.primitives import Messenger
+
+from numpyro_ebm import flows
+from numpyro_ebm.flowmc import flowmc_step
+from numpyro_ebm.moves import LogDensityFn, init_chains
+
+__all__ = [
+    "TemperedSMC",
+    "SMCResult",
+    "tempered_smc",
+    "systematic_resample",
+    "prior_reference",
+    "gaussian_reference",
+    "reference_logdensity",
+    "initial_particles",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class TemperedSMC:
+    """Settings of the tempered SMC warmup (``FlowMCKernel(..., tempering=TemperedSMC(...))``).
+
+    Args:
+        reference: distribution of the starting particles over the flattened unconstrained
+            space, shape ``(dim,)``, with full support (numpyro or flowjax; ``sample(key,
+            (n,))`` and ``log_prob``). ``None``: a model's prior (sites sampled by
+            ``init_to_sample``, observed and factor sites masked); for a model with improper
+            prior sites, a Gaussian around the initial points with twice their spread (at least
+            scale 2); a ``potential_fn`` target needs a reference, else tempering is skipped.
+        num_particles: particles; ``None``: ``max(num_chains, 512, min(32 * dim, 4096))``. The
+            resampling noise in a mode's weight adds up over the levels, and the number of
+            levels grows with the dimension (21 at d = 64): 512 particles let a d = 64
+            four-mode mixture drift to weights 0.00 / 0.03 / 0.19 / 0.78, 2048 kept them within
+            0.03 of 1/4 (docs/benchmarks.md).
+        ess_fraction: each level's incremental-weight ESS, as a fraction of the particles.
+        n_mcmc_steps: flowMC transitions per level (each: a global move, then the kernel's
+            ``n_local_steps`` MALA steps).
+        flow_steps: optax steps of the flow per level, on the resampled particles.
+        max_levels: stop (and warn through ``SMCResult.num_levels``) after this many levels.
+
+    Example:
+        >>> import numpyro.distributions as dist
+        >>> TemperedSMC(reference=dist.Normal(0.0, 5.0).expand([2])).ess_fraction
+        0.5
+    """
+
+    reference: Any = None
+    num_particles: int | None = None
+    ess_fraction: float = 0.5
+    n_mcmc_steps: int = 4
+    flow_steps: int = 50
+    max_levels: int = 200
+
+    def __post_init__(self):
+        if not 0.0 < self.ess_fraction < 1.0:
+            raise ValueError(f"ess_fraction must lie in (0, 1); got {self.ess_fraction!r}.")
+        for name in ("n_mcmc_steps", "flow_steps", "max_levels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+        if self.num_particles is not None and (
+            not isinstance(self.num_particles, int) or self.num_particles < 2
+        ):
+            raise ValueError(f"num_particles must be None or an integer >= 2; got {self.num_particles!r}.")
+        if self.reference is not None and not (
+            hasattr(self.reference, "sample") and hasattr(self.reference, "log_prob")
+        ):
+            raise TypeError(
+                "reference must be a numpyro or flowjax distribution (with sample and log_prob); "
+                f"got {type(self.reference).__name__}."
+            )
+
+
+class SMCResult(NamedTuple):
+    """What :func:`tempered_smc` returns.
+
+    Attributes:
+        position: final particles, equally weighted, targeting ``pi``; ``(num_particles, dim)``.
+        flow_params: the flow's trainable arrays, fitted to the last level's particles.
+        step_size: MALA step size adapted at the last level, scalar.
+        log_z: estimate of ``log ∫ ref(z) L(z) dz`` (the log evidence for a model), scalar.
+        betas: the inverse temperatures visited, ``(num_levels,)``, ending at 1 unless
+            ``max_levels`` stopped it.
+        global_accept_prob: mean global acceptance at each level, ``(num_levels,)``.
+        num_levels: number of levels (a Python int).
+    """
+
+    position: Float[Array, "particles dim"]
+    flow_params: Any
+    step_size: Float[Array, ""]
+    log_z: Float[Array, ""]
+    betas: Float[Array, " levels"]
+    global_accept_prob: Float[Array, " levels"]
+    num_levels: int
+
+
+def systematic_resample(key: PRNGKeyArray, log_weights: Float[Array, " n"], n: int) -> Array:
+    """Indices of ``n`` draws by systematic resampling (one uniform shared by all draws).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> systematic_resample(jax.random.key(0), jnp.log(jnp.array([0.0, 1.0, 0.0])), 3)
+        Array([1, 1, 1], dtype=int32)
+    """
+    cdf = jnp.cumsum(jax.nn.softmax(log_weights))
+    u = (jax.random.uniform(key, (), cdf.dtype) + jnp.arange(n, dtype=cdf.dtype)) / n
+    return jnp.minimum(jnp.searchsorted(cdf, u), log_weights.shape[0] - 1).astype(jnp.int32)
+
+
+def _ess_fraction(log_w: Array) -> Array:
+    """Effective sample size of normalised weights ``exp(log_w)``, over the number of weights."""
+    w = jax.nn.softmax(log_w)
+    return 1.0 / (jnp.sum(w**2) * log_w.shape[0])
+
+
+def _next_beta(beta: Array, loglik: Array, ess_fraction: float) -> Array:
+    """The largest ``beta' <= 1`` whose incremental weights keep ESS >= ``ess_fraction``."""
+    finite = jnp.isfinite(loglik)
+    ess = lambda delta: _ess_fraction(jnp.where(finite, delta * loglik, -jnp.inf))
+    hi = 1.0 - beta
+
+    def bisect(_, bounds):
+        lo, up = bounds
+        mid = 0.5 * (lo + up)
+        ok = ess(mid) >= ess_fraction
+        return jnp.where(ok, mid, lo), jnp.where(ok, up, mid)
+
+    lo, _ = jax.lax.fori_loop(0, 50, bisect, (jnp.zeros_like(beta), hi))
+    # At least a tiny step, so that a degenerate level cannot stall the ladder.
+    delta = jnp.where(ess(hi) >= ess_fraction, hi, jnp.maximum(lo, 1e-6 * hi))
+    return jnp.minimum(beta + delta, 1.0)
+
+
+def tempered_smc(
+    key: PRNGKeyArray,
+    log_target: LogDensityFn,
+    log_reference: LogDensityFn,
+    particles: Float[Array, "particles dim"],
+    flow,
+    *,
+    optimizer: optax.GradientTransformation,
+    step_size: float,
+    n_local_steps: int = 4,
+    global_move: str | None = "imh",
+    n_particles: int = 32,
+    particle_batch_size: int | None = None,
+    target_accept_prob: float = 0.574,
+    flow_batch_size: int = 256,
+    fit_flow: bool = True,
+    settings: TemperedSMC = TemperedSMC(),
+) -> SMCResult:
+    """Anneal from ``log_reference`` to ``log_target`` with resampling and flowMC moves.
+
+    Args:
+        key: PRNG key.
+        log_target: ``log pi`` (unnormalised) of one point, ``(dim,) -> ()``.
+        log_reference: ``log ref`` (normalised, full support) of one point.
+        particles: exact draws from ``ref``, ``(num_particles, dim)``.
+        flow: a flow from :func:`~numpyro_ebm.flows.default_flow` (re-standardised to the
+            particles at every level, then fitted to them).
+        optimizer: optax transformation for the flow; re-initialised at every level.
+        step_size: initial MALA step size; adapted toward ``target_accept_prob`` after every
+            transition (the level's particles are a population, so this stays a valid SMC move).
+        n_local_steps: MALA steps per flowMC transition (as in
+            :func:`~numpyro_ebm.flowmc.flowmc_step`).
+        global_move: ``"imh"``, ``"isir"`` or ``None``.
+        n_particles: i-SIR particles per chain.
+        particle_batch_size: chains per batch when evaluating i-SIR particles.
+        target_accept_prob: MALA acceptance targeted.
+        flow_batch_size: minibatch size of the flow fit.
+        fit_flow: fit the flow at every level; ``False`` keeps it as given (a frozen flow).
+        settings: :class:`TemperedSMC` (ESS fraction, moves and flow steps per level, guard).
+
+    Returns:
+        :class:`SMCResult`. One jitted function runs a level; ``beta`` is its argument, so it
+        compiles once and a Python loop walks the ladder.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> from numpyro_ebm.flows import default_flow
+        >>> log_ref = lambda x: -0.5 * jnp.sum((x / 5.0) ** 2) - 2 * jnp.log(5.0 * jnp.sqrt(2 * jnp.pi))
+        >>> log_pi = lambda x: jnp.logaddexp(-0.5 * jnp.sum((x - 3) ** 2), -0.5 * jnp.sum((x + 3) ** 2))
+        >>> x0 = 5.0 * jax.random.normal(jax.random.key(0), (256, 2))
+        >>> out = tempered_smc(jax.random.key(1), log_pi, log_ref, x0,
+        ...                    default_flow(jax.random.key(2), 2, identity_init=True),
+        ...                    optimizer=optax.adam(1e-3), step_size=0.1)
+        >>> float(out.betas[-1]), out.position.shape
+        (1.0, (256, 2))
+        >>> 0.3 < float((out.position[:, 0] > 0).mean()) < 0.7
+        True
+    """
+    num, dim = particles.shape
+    dtype = particles.dtype
+    params, static = flows.partition(flow)
+    loglik_fn = jax.vmap(lambda x: log_target(x) - log_reference(x))
+
+    def tempered(beta):
+        return lambda x: log_reference(x) + beta * (log_target(x) - log_reference(x))
+
+    @jax.jit
+    def level(key, position, loglik, beta, log_z, log_step, params):
+        key_resample, key_fit, key_move = jax.random.split(key, 3)
+        new_beta = _next_beta(beta, loglik, settings.ess_fraction)
+        log_w = jnp.where(jnp.isfinite(loglik), (new_beta - beta) * loglik, -jnp.inf)
+        log_z = log_z + jax.nn.logsumexp(log_w) - jnp.log(num)
+        position = position[systematic_resample(key_resample, log_w, num)]
+        if fit_flow:  # the flow follows the particles: re-standardise, then forward-KL steps
+            if flows.has_standardization(flow):
+                params = flows.restandardize(params, static, position)
+            params, _, _ = flows.fit_flow(
+                key_fit,
+                params,
+                static,
+                optimizer.init(params),
+                position,
+                optimizer,
+                num_steps=settings.flow_steps,
+                batch_size=min(flow_batch_size, num),
+            )
+        target = tempered(new_beta)
+        flow_now = flows.combine(params, static)
+
+        def move(carry, k):
+            chains, log_step = carry
+            chains, info = flowmc_step(
+                k,
+                chains,
+                target,
+                flow_now,
+                step_size=jnp.exp(log_step),
+                n_local_steps=n_local_steps,
+                global_move=global_move,
+                n_particles=n_particles,
+                particle_batch_size=particle_batch_size,
+            )
+            if n_local_steps > 0:  # Robbins-Monro on log step size, gain 1
+                log_step = log_step + jnp.mean(info.local_accept_prob) - target_accept_prob
+            return (chains, log_step), jnp.mean(info.global_accept_prob)
+
+        chains = init_chains(position, target)
+        (chains, log_step), glob = jax.lax.scan(
+            move, (chains, log_step), jax.random.split(key_move, settings.n_mcmc_steps)
+        )
+        loglik = loglik_fn(chains.position)
+        return chains.position, loglik, new_beta, log_z, log_step, params, jnp.mean(glob)
+
+    position = particles
+    loglik = loglik_fn(position)
+    beta = jnp.zeros((), dtype)
+    log_z = jnp.zeros((), dtype)
+    log_step = jnp.log(jnp.asarray(step_size, dtype))
+    betas, accepts = [], []
+    for key_level in jax.random.split(key, settings.max_levels):
+        position, loglik, beta, log_z, log_step, params, glob = level(
+            key_level, position, loglik, beta, log_z, log_step, params
+        )
+        betas.append(beta)
+        accepts.append(glob)
+        if float(beta) >= 1.0:
+            break
+    # Resampling leaves each ancestor's descendants side by side: shuffle, so that any prefix
+    # (the kernel keeps the first num_chains) is a uniform subsample.
+    position = position[jax.random.permutation(jax.random.fold_in(key, 1), num)]
+    return SMCResult(
+        position=position,
+        flow_params=params,
+        step_size=jnp.exp(log_step),
+        log_z=log_z,
+        betas=jnp.stack(betas),
+        global_accept_prob=jnp.stack(accepts),
+        num_levels=len(betas),
+    )
+
+
+def gaussian_reference(points: Float[Array, "n dim"], *, widen: float = 2.0, min_scale: float = 2.0):
+    """A diagonal Gaussian around ``points``: their mean, ``widen`` times their spread (>= ``min_scale``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> ref = gaussian_reference(jnp.zeros((4, 3)))
+        >>> float(ref.base_dist.scale[0])
+        2.0
+    """
+    scale = jnp.maximum(widen * jnp.std(points, axis=0), min_scale)
+    return dist.Normal(jnp.mean(points, axis=0), scale).to_event(1)
+
+
+def reference_logdensity(reference) -> Callable[[Array], Array]:
+    """``log ref`` of one flattened point for a numpyro or flowjax distribution (summed over
+    a batch shape, so ``dist.Normal(0, 5).expand([d])`` works too)."""
+    return lambda x: jnp.sum(reference.log_prob(x))
+
+
+class _MaskSites(Messenger):
+    """Mask the named sites (the model's observed and ``numpyro.factor`` sites, found by a trace
+    beforehand: NumPyro adds its Jacobians as factor sites too, and those must stay)."""
+
+    def __init__(self, fn, names):
+        self.names = frozenset(names)
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] == "sample" and msg["name"] in self.names:
+            msg["fn"] = msg["fn"].mask(False)
+
+
+def _is_improper(fn) -> bool:
+    while True:
+        if isinstance(fn, dist.ImproperUniform):
+            return True
+        inner = getattr(fn, "base_dist", None)
+        if inner is None:
+            return False
+        fn = inner
+
+
+def prior_reference(key: PRNGKeyArray, model: Callable, model_args, model_kwargs, num_particles: int):
+    """Prior draws and log prior of a NumPyro model, in its flattened unconstrained space.
+
+    Returns:
+        ``(particles, log_prior)``: ``(num_particles, dim)`` draws by ``init_to_sample`` and
+        ``log_prior(z)`` of one flattened point (with NumPyro's Jacobians, which cancel in
+        ``log pi - log prior``); ``None`` if a latent site has an improper prior.
+
+    Example:
+        >>> import jax, numpyro, numpyro.distributions as dist
+        >>> def model(y=1.0):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+        ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> x, log_prior = prior_reference(jax.random.key(0), model, (), {}, 4000)
+        >>> round(float(x.std()), 1), round(float(log_prior(x[0] * 0)), 3)
+        (2.0, -1.612)
+    """
+    try:
+        with numpyro.handlers.block():
+            trace = numpyro.handlers.trace(numpyro.handlers.seed(model, key)).get_trace(*model_args, **model_kwargs)
+    except NotImplementedError:  # ImproperUniform (and other improper sites) cannot be sampled
+        return None
+    masked = _MaskSites(model, [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]])
+    if any(s["type"] == "sample" and not s["is_observed"] and _is_improper(s["fn"]) for s in trace.values()):
+        return None
+    params_info, _, _, _ = initialize_model(
+        jax.random.split(key, num_particles),
+        masked,
+        init_strategy=init_to_sample,
+        model_args=model_args,
+        model_kwargs=model_kwargs,
+        validate_grad=False,
+    )
+    flat, _ = batch_ravel_pytree(params_info[0])
+    unravel_one = ravel_pytree(jax.tree.map(lambda x: x[0], params_info[0]))[1]
+
+    def log_prior(z):
+        return -potential_energy(masked, model_args, model_kwargs, unravel_one(z))
+
+    return jnp.asarray(flat), log_prior
+
+
+def initial_particles(key: PRNGKeyArray, settings: TemperedSMC, model, model_args, model_kwargs, flat):
+    """Draws from the reference and its log density, as :class:`TemperedSMC` documents.
+
+    Args:
+        key: PRNG key.
+        settings: the :class:`TemperedSMC` settings (``reference``, ``num_particles``).
+        model: the NumPyro model, or ``None`` for a ``potential_fn`` target.
+        model_args: the model's positional arguments.
+        model_kwargs: the model's keyword arguments.
+        flat: the initial chains, flattened, ``(num_chains, dim)``.
+
+    Returns:
+        ``(particles, log_ref)`` with particles ``(num_particles, dim)`` of ``flat``'s dtype, or
+        ``None`` for a ``potential_fn`` target without a reference.
+    """
+    num_chains, dim = flat.shape
+    num = settings.num_particles or max(num_chains, 512, min(32 * dim, 4096))
+    reference = settings.reference
+    if reference is None and model is None:
+        return None
+    if reference is None:
+        prior = prior_reference(key, model, model_args, model_kwargs, num)
+        if prior is not None:
+            return jnp.asarray(prior[0], flat.dtype), prior[1]
+        reference = gaussian_reference(flat)
+    particles = jnp.asarray(reference.sample(key, (num,)), flat.dtype)
+    if particles.shape != (num, dim):
+        raise ValueError(
+            f"tempering reference draws have shape {particles.shape[1:]}; the flattened "
+            f"unconstrained space has shape ({dim},): pass a reference of that shape, e.g. "
+            f"dist.Normal(0.0, 5.0).expand([{dim}])."
+        )
+    return particles, reference_logdensity(reference)
