@@ -24,11 +24,11 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
+
+from numpyro_ebm import diagnostics
 
 __all__ = ["WeightsDisagreeWarning", "plot_history", "zone_weight_disagreement"]
 
@@ -58,20 +58,16 @@ def resolve_zones(zones: Any) -> tuple[Callable | None, int]:
     return zones, n
 
 
-@eqx.filter_jit
 def flow_check(ebm, flow, key, n: int, zone_fn, n_zones: int, bank):
-    """``(ess_fraction, model_zone_weights, bank_zone_weights)`` (the last two empty without zones)."""
-    x, log_q = flow.sample_and_log_prob(key, (n,))
-    log_w = ebm.log_density(x) - log_q
-    log_w = jnp.where(jnp.isfinite(log_w), log_w, -jnp.inf)  # a broken draw weighs nothing
-    lse = logsumexp(log_w)
-    ess = jnp.where(jnp.isfinite(lse), jnp.exp(2 * lse - logsumexp(2 * log_w)), 0.0) / n
+    """``(ess_fraction, model_zone_weights, bank_zone_weights)`` (the last two empty without
+    zones), from :func:`numpyro_ebm.diagnostics.importance_sample`, the library's one importance
+    sampler (compiled once per model structure)."""
+    sample = diagnostics.importance_sample(ebm, flow, key, n)
+    ess = sample.ess / n
     if zone_fn is None:
         return ess, jnp.zeros(0), jnp.zeros(0)
-    w = jnp.exp(log_w - lse)
-    model = jax.ops.segment_sum(jnp.where(jnp.isfinite(w), w, 0.0), zone_fn(x), n_zones)
-    bank_share = jnp.bincount(zone_fn(bank), length=n_zones) / bank.shape[0]
-    return ess, model, bank_share.astype(model.dtype)
+    model = jax.ops.segment_sum(sample.normalized_weights, zone_fn(sample.points), n_zones)
+    return ess, model, diagnostics.zone_frequencies(bank, zone_fn, n_zones)
 
 
 def zone_weight_disagreement(model, bank, ess: float, bank_size: int) -> float:
