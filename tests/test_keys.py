@@ -49,7 +49,7 @@ def _entries():
         "train": lambda k: (
             ne.train(
                 ebm,
-                jnp.ones((16, 2)),
+                1.0 + 0.3 * jax.random.normal(jax.random.key(5), (16, 2)),  # spread: the guards measure radii
                 key=k,
                 negatives=sampler,
                 num_steps=2,
