@@ -11,6 +11,7 @@ from numpyro_ebm import (
     datasets,
     diagnostics,
     energy,
+    evidence,
     flowmc,
     flows,
     images,
@@ -22,6 +23,7 @@ from numpyro_ebm import (
     training,
 )
 from numpyro_ebm.energy import EnergyModel
+from numpyro_ebm.evidence import Evidence, log_evidence
 from numpyro_ebm.flowmc import flowmc_step
 from numpyro_ebm.kernel import FlowMCKernel, FlowMCState
 from numpyro_ebm.training import TrainingDivergedError, TrainResult, train
@@ -30,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EnergyModel",
+    "Evidence",
     "FlowMCKernel",
     "FlowMCState",
     "TrainResult",
@@ -38,10 +41,12 @@ __all__ = [
     "datasets",
     "diagnostics",
     "energy",
+    "evidence",
     "flowmc",
     "flowmc_step",
     "flows",
     "images",
+    "log_evidence",
     "moves",
     "negatives",
     "nets",

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from numpyro_ebm._keys import as_typed_key
 from numpyro_ebm.moves import ChainState, LogDensityFn, imh, isir, mala
 
 GlobalMove = Literal["imh", "isir"] | None
@@ -176,7 +177,7 @@ def flowmc_step(
         >>> info.local_accept_prob.shape
         (16,)
     """
-    key_global, key_local = jax.random.split(key)
+    key_global, key_local = jax.random.split(as_typed_key(key))
     dtype = chains.position.dtype
     if global_move == "imh":
         chains, global_info = imh(key_global, chains, logdensity_fn, flow)

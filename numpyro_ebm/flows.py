@@ -25,10 +25,13 @@ from flowjax.bijections import (
     Invert,
     Permute,
     RationalQuadraticSpline,
+    Vmap,
 )
 from flowjax.distributions import AbstractDistribution, StandardNormal, Transformed
 from flowjax.flows import coupling_flow
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+from numpyro_ebm._keys import as_typed_key
 
 __all__ = ["default_flow", "standardize", "restandardize", "partition", "combine", "forward_kl", "fit_flow"]
 
@@ -56,7 +59,8 @@ def default_flow(
 
     Args:
         key: PRNG key for the conditioner networks and permutations.
-        dim: dimension of the samples (``>= 2``; a coupling layer needs two halves).
+        dim: dimension of the samples (``>= 1``; for ``dim == 1``, with no halves to couple,
+            ``S`` is ``flow_layers`` elementwise splines, the identity at initialisation).
         identity_init: zero the last layer of every conditioner so that the flow is exactly
             its base at initialisation (``flow.log_prob == base.log_prob``, samples equal base
             samples). The EBM trainer needs this: the tilted EBM starts at ``rho`` too.
@@ -77,11 +81,8 @@ def default_flow(
         >>> flow.sample(jax.random.key(1), (5,)).shape
         (5, 3)
     """
-    if not isinstance(dim, int) or dim < 2:
-        raise ValueError(
-            f"default_flow needs an integer dim >= 2 (coupling layers split the coordinates); "
-            f"got {dim!r}. For a 1-D target pass your own flowjax flow."
-        )
+    if not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"default_flow needs an integer dim >= 1; got {dim!r}.")
     if flow_layers < 1 or knots < 2 or interval <= 0:
         raise ValueError(
             f"need flow_layers >= 1, knots >= 2, interval > 0; got {flow_layers}, {knots}, {interval}."
@@ -93,8 +94,11 @@ def default_flow(
             f"base has shape {base.shape}, but the flow has dim {dim}: pass a base of shape ({dim},)."
         )
     base = paramax.non_trainable(base)
+    if dim == 1:  # nothing to couple: elementwise splines (identity at init either way)
+        splines = [_elementwise_spline(knots, interval) for _ in range(flow_layers)]
+        return Transformed(base, Chain([*splines, Affine(jnp.zeros(1), jnp.ones(1))]))
     couplings = coupling_flow(
-        key,
+        as_typed_key(key),
         base_dist=base,
         transformer=RationalQuadraticSpline(knots=knots, interval=interval),
         flow_layers=flow_layers,
@@ -111,6 +115,12 @@ def default_flow(
     undo = paramax.non_trainable(Permute(jnp.argsort(order)))
     bijection = Chain([Invert(undo), couplings, Affine(jnp.zeros(dim), jnp.ones(dim))])
     return Transformed(base, bijection)
+
+
+def _elementwise_spline(knots: int, interval: float) -> Vmap:
+    """A spline of shape ``(1,)``; flowjax initialises it to the identity."""
+    spline = eqx.filter_vmap(lambda: RationalQuadraticSpline(knots=knots, interval=interval), axis_size=1)()
+    return Vmap(spline, in_axes=eqx.if_array(0))
 
 
 def _zero_conditioner_outputs(scan):
@@ -259,7 +269,8 @@ def fit_flow(
         )
         return (params, opt_state), loss
 
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), jax.random.split(key, num_steps))
+    keys = jax.random.split(as_typed_key(key), num_steps)
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), keys)
     return params, opt_state, losses
 
 

@@ -10,12 +10,10 @@ both are frozen, so the production chain is a fixed, valid Markov kernel.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpyro
 import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
@@ -28,42 +26,18 @@ from numpyro.util import identity, is_prng_key
 
 from numpyro_ebm import flows, sharding
 from numpyro_ebm import tempering as tempering_
-from numpyro_ebm.flowmc import check_flowmc_settings, flowmc_step
+from numpyro_ebm._kernel_checks import (
+    check_continuous,
+    check_init_params,
+    check_kernel_settings,
+    check_logdensity,
+)
+from numpyro_ebm._keys import as_typed_key, like_key
+from numpyro_ebm.flowmc import flowmc_step
+from numpyro_ebm.kernel_state import FlowMCState
 from numpyro_ebm.moves import ChainState, init_chains
 
 __all__ = ["FlowMCKernel", "FlowMCState"]
-
-
-class FlowMCState(NamedTuple):
-    """State of :class:`FlowMCKernel`; every array has a strong dtype so nothing recompiles.
-
-    Attributes:
-        i: iteration counter (warmup included), scalar int32.
-        z: unconstrained positions, a pytree whose leaves have a leading chain axis.
-        potential_energy: ``-log pi(z)`` per chain, ``(chains,)``.
-        z_grad: gradient of ``log pi`` at the flattened ``z``, ``(chains, dim)``.
-        local_accept_prob: mean MALA acceptance of the last iteration, ``(chains,)``.
-        global_accept_prob: acceptance of the last global move, ``(chains,)``.
-        step_size: MALA step size (scalar); frozen after warmup.
-        adapt_state: NumPyro dual-averaging state for ``log step_size``.
-        flow_params: the flow's trainable arrays (its static part lives on the kernel).
-        flow_opt_state: optax state of the flow optimiser.
-        buffer: recent flattened states of all chains, ``(buffer_iterations, chains, dim)``.
-        rng_key: PRNG key.
-    """
-
-    i: Array
-    z: Any
-    potential_energy: Array
-    z_grad: Array
-    local_accept_prob: Array
-    global_accept_prob: Array
-    step_size: Array
-    adapt_state: tuple
-    flow_params: Any
-    flow_opt_state: Any
-    buffer: Array
-    rng_key: Array
 
 
 class FlowMCKernel(MCMCKernel):
@@ -87,7 +61,9 @@ class FlowMCKernel(MCMCKernel):
         flow: a flowjax distribution over the flattened unconstrained space, e.g. a pre-trained
             one. Default: :func:`~numpyro_ebm.flows.default_flow`, identity-initialised and
             standardised to the initial chains.
-        step_size: initial MALA step size (> 0).
+        step_size: initial MALA step size ``eta`` (> 0) in ``x' = x + eta grad log pi(x) +
+            sqrt(2 eta) xi``: the Langevin time step, so the proposal's variance is ``2 eta``
+            (HMC's ``step_size`` ``epsilon`` corresponds to ``eta = epsilon^2 / 2``).
         n_local_steps: MALA steps per iteration.
         global_move: ``"imh"``, ``"isir"`` or ``None`` (plain MALA; useful as a baseline).
         n_particles: i-SIR particles per chain, current state included.
@@ -103,15 +79,14 @@ class FlowMCKernel(MCMCKernel):
         shard: split the chains over devices with ``jax.sharding`` (``True``: all of
             ``jax.devices()``; or a sequence of devices / a 1-D ``Mesh``). Off by default;
             ``num_chains`` must be a multiple of the device count. The flow is replicated.
-        keep_trained_flow: copy the flow to the host at the end of warmup so that
-            ``kernel.flow`` is the trained flow. This puts a host callback in the compiled loop,
-            which keeps JAX's persistent compilation cache from serving repeated runs; with
-            ``False``, get the flow with ``kernel.get_flow(mcmc.last_state)``.
         tempering: mode discovery before warmup (:mod:`numpyro_ebm.tempering`). ``"smc"``
             (default): tempered SMC from the model's prior (or ``TemperedSMC(reference=...)``,
             needed for a ``potential_fn``; without one a ``potential_fn`` target skips it) to the
             target; the chains then start from its particles, with the flow fitted to them, and
             ``kernel.tempering_result.log_z`` estimates the log evidence. ``None``: off.
+
+    The trained flow lives in the state: ``kernel.get_flow(mcmc.last_state)``. Nothing is
+    copied to the host during the run, so JAX's persistent compilation cache can serve it.
 
     Example:
         >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
@@ -150,33 +125,12 @@ class FlowMCKernel(MCMCKernel):
         particle_batch_size: int | None = None,
         init_strategy: Callable = init_to_uniform,
         shard=False,
-        keep_trained_flow: bool = True,
         tempering: str | tempering_.TemperedSMC | None = "smc",
     ):
-        if (model is None) == (potential_fn is None):
-            raise ValueError("Pass exactly one of `model` or `potential_fn` to FlowMCKernel.")
-        check_flowmc_settings(step_size, n_local_steps, global_move, n_particles)
-        if not 0.0 < target_accept_prob < 1.0:
-            raise ValueError(f"target_accept_prob must lie in (0, 1); got {target_accept_prob!r}.")
-        for name, value in [
-            ("flow_steps_per_iteration", flow_steps_per_iteration),
-            ("flow_batch_size", flow_batch_size),
-            ("buffer_iterations", buffer_iterations),
-        ]:
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
-        if particle_batch_size is not None and (
-            not isinstance(particle_batch_size, int) or particle_batch_size < 1
-        ):
-            raise ValueError(
-                f"particle_batch_size must be None or an integer >= 1; got {particle_batch_size!r}."
-            )
-        if flow is not None and not hasattr(flow, "sample_and_log_prob"):
-            raise TypeError(f"flow must be a flowjax distribution; got {type(flow).__name__}.")
         self._model = model
         self._potential_fn = potential_fn
         self._user_flow = flow
-        self._step_size = float(step_size)
+        self._step_size = step_size
         self._n_local_steps = n_local_steps
         self._global_move = global_move
         self._n_particles = n_particles
@@ -189,8 +143,9 @@ class FlowMCKernel(MCMCKernel):
         self._buffer_iterations = buffer_iterations
         self._particle_batch_size = particle_batch_size
         self._init_strategy = init_strategy
+        check_kernel_settings(self)
+        self._step_size = float(step_size)
         self._mesh = sharding.resolve_mesh(shard)
-        self._keep_trained_flow = keep_trained_flow
         if tempering == "smc":
             tempering = tempering_.TemperedSMC()
         if tempering is not None and not isinstance(tempering, tempering_.TemperedSMC):
@@ -204,10 +159,8 @@ class FlowMCKernel(MCMCKernel):
         self._potential_gen = None
         self._unravel_fn = None
         self._unravel_one = None
-        self._trained_flow_params = None
         self._flow_static = None
         self._num_warmup = 0
-        self._initial_flow = None
 
     # -- NumPyro's kernel surface ---------------------------------------------------------------
     @property
@@ -224,26 +177,20 @@ class FlowMCKernel(MCMCKernel):
 
     @property
     def flow(self):
-        """The flow after the last completed warmup (trained, then frozen), else the initial flow.
-
-        The flow also lives in every state: ``kernel.get_flow(mcmc.last_state)`` is the
-        functional way to get it back, and works for any state.
-        """
-        if self._trained_flow_params is not None:
-            return eqx.combine(self._trained_flow_params, self._flow_static)
-        return self._initial_flow if self._initial_flow is not None else self._user_flow
-
-    def _remember_trained_flow(self, params) -> None:
-        self._trained_flow_params = params
+        """Removed: the flow lives in the state; ``kernel.get_flow(mcmc.last_state)`` returns it."""
+        raise AttributeError("FlowMCKernel.flow was removed: use kernel.get_flow(mcmc.last_state).")
 
     def get_flow(self, state: FlowMCState):
         """The flow held by ``state`` (e.g. ``mcmc.last_state``), as a flowjax distribution.
 
         After warmup this is the trained, frozen flow; pass it back as ``FlowMCKernel(model,
-        flow=..., train_flow=False)`` to reuse it without retraining.
+        flow=..., train_flow=False)`` to reuse it without retraining. ``None`` with
+        ``global_move=None`` (no flow is built).
         """
-        if self._flow_static is None:
+        if self._unravel_fn is None:
             raise RuntimeError("The kernel has not been initialised: run MCMC first.")
+        if state.flow_params is None:
+            return None
         return eqx.combine(state.flow_params, self._flow_static)
 
     def get_diagnostics_str(self, state: FlowMCState) -> str:
@@ -259,6 +206,7 @@ class FlowMCKernel(MCMCKernel):
     # -- init ---------------------------------------------------------------------------------
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs=None):
         model_kwargs = {} if model_kwargs is None else model_kwargs
+        rng_key = as_typed_key(rng_key, name="rng_key")  # NumPyro passes raw keys (chains, 2) too
         if is_prng_key(rng_key):
             raise ValueError(
                 "FlowMCKernel is an ensemble kernel (all chains share one flow): use "
@@ -271,7 +219,7 @@ class FlowMCKernel(MCMCKernel):
         sharding.check_divisible(num_chains, self._mesh, "num_chains")
         key, key_model, key_flow, key_state = jax.random.split(rng_key[0], 4)
         if self._model is not None:
-            _check_continuous(self._model, key_model, model_args, model_kwargs)
+            check_continuous(self._model, key_model, model_args, model_kwargs, self._init_strategy)
             params_info, potential_gen, postprocess_gen, _ = initialize_model(
                 jax.random.split(key_model, num_chains),
                 self._model,
@@ -291,46 +239,30 @@ class FlowMCKernel(MCMCKernel):
                     "With potential_fn, pass init_params to MCMC.run: a pytree whose leaves have a "
                     f"leading axis of size num_chains={num_chains}."
                 )
-        leaves = jax.tree.leaves(init_params)
-        if not leaves or any(jnp.ndim(x) < 1 or jnp.shape(x)[0] != num_chains for x in leaves):
-            shapes = [jnp.shape(x) for x in leaves]
-            raise ValueError(
-                f"init_params must have a leading chain axis of size {num_chains}; got leaf shapes "
-                f"{shapes}. For a potential_fn of one point x with shape (dim,), pass an array of "
-                f"shape ({num_chains}, dim)."
-            )
+        check_init_params(init_params, num_chains)
         flat, unravel_fn = batch_ravel_pytree(init_params)
         flat = jnp.asarray(flat)
-        if not jnp.issubdtype(flat.dtype, jnp.floating):
-            raise TypeError(f"init_params must be floating point; got dtype {flat.dtype}.")
-        dim = flat.shape[1]
         self._unravel_fn = unravel_fn
         self._unravel_one = ravel_pytree(jax.tree.map(lambda x: x[0], init_params))[1]
         logdensity_fn = self._logdensity_fn(model_args, model_kwargs)
-        out = jax.eval_shape(logdensity_fn, flat[0])
-        if out.shape != ():
-            raise ValueError(
-                f"potential_fn must return a scalar for one point of shape {flat.shape[1:]}; it "
-                f"returned shape {out.shape}. It receives one chain's parameters, not the batch: "
-                "write it for a single point (FlowMCKernel vectorises it)."
-            )
+        check_logdensity(logdensity_fn, flat)
 
-        flow = self._build_flow(key_flow, dim, flat)
-        self._initial_flow = flow
         self._num_warmup = int(num_warmup)
-        params, self._flow_static = flows.partition(flow)
+        params, self._flow_static = None, None
+        if self._global_move is not None:
+            params, self._flow_static = flows.partition(self._build_flow(key_flow, flat.shape[1], flat))
+        flow = None if params is None else eqx.combine(params, self._flow_static)
         self.tempering_result = self._discover_modes(
             jax.random.fold_in(key_flow, 1), flow, flat, logdensity_fn, model_args, model_kwargs
         )
         if self.tempering_result is not None:  # start from the SMC particles
             flat = self.tempering_result.position[:num_chains]
             init_params = unravel_fn(flat)
-            if self._user_flow is None:
+            if self._user_flow is None and params is not None:
                 # A fresh flow, standardised to the particles: the SMC's flow, refitted at every
-                # level to resampled (duplicated) particles, overfits in high dimension (d = 64:
-                # global acceptance 0.003 after warmup when handed over; docs/benchmarks.md).
+                # level to resampled (duplicated) particles, overfits in high dimension.
                 params = flows.restandardize(params, self._flow_static, flat)
-        chains = init_chains(flat, logdensity_fn)
+        chains, opt_state, buffer = self._init_numeric(flat, params, logdensity_fn)
         if not bool(jnp.all(jnp.isfinite(chains.logdensity))):
             bad = int(jnp.sum(~jnp.isfinite(chains.logdensity)))
             raise ValueError(
@@ -345,14 +277,14 @@ class FlowMCKernel(MCMCKernel):
             i=jnp.asarray(0, jnp.int32),
             z=init_params,
             potential_energy=-chains.logdensity,
-            z_grad=chains.logdensity_grad,
+            z_grad=unravel_fn(-chains.logdensity_grad),
             local_accept_prob=jnp.zeros(num_chains, dtype),
             global_accept_prob=jnp.zeros(num_chains, dtype),
             step_size=step_size,
             adapt_state=jax.tree.map(lambda x: jnp.asarray(x, dtype), da_init(jnp.log(10.0 * step_size))),
             flow_params=params,
-            flow_opt_state=self._flow_optimizer.init(params),
-            buffer=jnp.broadcast_to(flat, (self._buffer_iterations,) + flat.shape),
+            flow_opt_state=opt_state,
+            buffer=buffer,
             rng_key=key_state,
         )
         return self._place_chains(state, sharding.shard_leading_axis)
@@ -418,6 +350,24 @@ class FlowMCKernel(MCMCKernel):
             potential_fn = self._potential_fn
         return lambda x: -potential_fn(self._unravel_one(x))
 
+    @property
+    def _fits_flow(self) -> bool:
+        return self._train_flow and self._global_move is not None
+
+    def _init_numeric(self, flat: Float[Array, "chains dim"], params, logdensity_fn):
+        """Chains, flow optimiser state and buffer (``None`` if not needed), as one compiled
+        program (op by op, they compiled dozens of tiny programs: slow start-up)."""
+
+        @jax.jit
+        def numeric(flat, params):
+            chains = init_chains(flat, logdensity_fn)
+            if not self._fits_flow:
+                return chains, None, None
+            buffer = jnp.broadcast_to(flat, (self._buffer_iterations,) + flat.shape)
+            return chains, self._flow_optimizer.init(params), buffer
+
+        return numeric(flat, params)
+
     def _build_flow(self, key, dim, flat):
         if self._user_flow is not None:
             if self._user_flow.shape != (dim,):
@@ -426,19 +376,15 @@ class FlowMCKernel(MCMCKernel):
                     f"unconstrained space has dim {dim}; build the flow with dim={dim}."
                 )
             return self._user_flow
-        if dim < 2:
-            raise ValueError(
-                "The default flow needs an unconstrained dimension >= 2; for a 1-D model pass "
-                "your own flowjax flow (flow=...)."
-            )
         return flows.standardize(flows.default_flow(key, dim, identity_init=True), flat)
 
     # -- sample -------------------------------------------------------------------------------
     def sample(self, state: FlowMCState, model_args, model_kwargs) -> FlowMCState:
-        key, key_step, key_fit = jax.random.split(state.rng_key, 3)
+        key, key_step, key_fit = jax.random.split(as_typed_key(state.rng_key), 3)
         flat, _ = batch_ravel_pytree(state.z)
-        chains = ChainState(flat, -state.potential_energy, state.z_grad)
-        flow = flows.combine(state.flow_params, self._flow_static)
+        grad_flat, _ = batch_ravel_pytree(state.z_grad)
+        chains = ChainState(flat, -state.potential_energy, -grad_flat)
+        flow = None if self._global_move is None else flows.combine(state.flow_params, self._flow_static)
         chains, info = flowmc_step(
             key_step,
             chains,
@@ -454,10 +400,10 @@ class FlowMCKernel(MCMCKernel):
             i=state.i + 1,
             z=self._unravel_fn(chains.position),
             potential_energy=-chains.logdensity,
-            z_grad=chains.logdensity_grad,
+            z_grad=self._unravel_fn(-chains.logdensity_grad),
             local_accept_prob=info.local_accept_prob,
             global_accept_prob=info.global_accept_prob,
-            rng_key=key,
+            rng_key=like_key(key, state.rng_key),  # MCMC.run may hand back the user's raw key
         )
         state = self._place_chains(state, sharding.constrain_leading_axis)
         if self._num_warmup == 0:
@@ -472,7 +418,6 @@ class FlowMCKernel(MCMCKernel):
     def _adapt(self, state: FlowMCState, position: Float[Array, "chains dim"], key) -> FlowMCState:
         """One warmup update: step size by dual averaging, flow by forward KL on the buffer."""
         position, local_accept = sharding.replicate((position, state.local_accept_prob), self._mesh)
-        buffer = state.buffer.at[(state.i - 1) % self._buffer_iterations].set(position)
         step_size, adapt_state = state.step_size, state.adapt_state
         if self._adapt_step_size and self._n_local_steps > 0:
             _, da_update = dual_averaging()
@@ -481,8 +426,9 @@ class FlowMCKernel(MCMCKernel):
             log_step, log_step_avg = adapt_state[0], adapt_state[1]
             # The averaged iterate is the better estimate; use it from the last warmup step on.
             step_size = jnp.exp(jnp.where(state.i == self._num_warmup, log_step_avg, log_step))
-        params, opt_state = state.flow_params, state.flow_opt_state
-        if self._train_flow and self._global_move is not None:
+        params, opt_state, buffer = state.flow_params, state.flow_opt_state, state.buffer
+        if self._fits_flow:
+            buffer = buffer.at[(state.i - 1) % self._buffer_iterations].set(position)
             params, opt_state, _ = flows.fit_flow(
                 key,
                 params,
@@ -496,39 +442,10 @@ class FlowMCKernel(MCMCKernel):
                 # teach the flow mass where the chains merely began.
                 num_valid=jnp.minimum(state.i, self._buffer_iterations) * buffer.shape[1],
             )
-        if self._keep_trained_flow:
-            # Hand the final warmup flow to the host once, so that ``kernel.flow`` is the trained
-            # flow. (A host callback keeps JAX's persistent compilation cache from serving the
-            # program; keep_trained_flow=False removes it.)
-            jax.lax.cond(
-                state.i == self._num_warmup,
-                lambda p: jax.debug.callback(self._remember_trained_flow, p),
-                lambda p: None,
-                params,
-            )
         return state._replace(
             step_size=step_size.astype(state.step_size.dtype),
             adapt_state=adapt_state,
             flow_params=params,
             flow_opt_state=opt_state,
             buffer=buffer,
-        )
-
-
-def _check_continuous(model, key, model_args, model_kwargs) -> None:
-    """Raise before compilation if the model has latent sites FlowMCKernel cannot move."""
-    with numpyro.handlers.block():
-        trace = numpyro.handlers.trace(numpyro.handlers.seed(model, key)).get_trace(
-            *model_args, **model_kwargs
-        )
-    discrete = [
-        name
-        for name, site in trace.items()
-        if site["type"] == "sample" and not site["is_observed"] and site["fn"].support.is_discrete
-    ]
-    if discrete:
-        raise ValueError(
-            f"FlowMCKernel moves continuous latent sites only; the model has discrete latent "
-            f"site(s) {discrete}. Marginalise them out (e.g. with a MixtureSameFamily) or use "
-            "numpyro.infer.MixedHMC / DiscreteHMCGibbs."
         )

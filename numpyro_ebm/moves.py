@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from numpyro_ebm._keys import as_typed_key
+
 LogDensityFn = Callable[[Float[Array, " dim"]], Float[Array, ""]]
 
 __all__ = [
@@ -169,7 +171,7 @@ def mala(
         (8,)
     """
     step_size = jnp.asarray(step_size, state.position.dtype)
-    key_prop, key_acc = jax.random.split(key)
+    key_prop, key_acc = jax.random.split(as_typed_key(key))
     proposal = _langevin_proposal(key_prop, state, step_size)
     logdensity, grad = _value_and_grad(logdensity_fn, proposal)
     log_ratio = (
@@ -205,7 +207,7 @@ def ula(
     """
     step_size = jnp.asarray(step_size, state.position.dtype)
     eta = jnp.reshape(step_size, (-1, 1))
-    noise = jax.random.normal(key, state.position.shape, state.position.dtype)
+    noise = jax.random.normal(as_typed_key(key), state.position.shape, state.position.dtype)
     proposal = state.position + eta * state.logdensity_grad + noise_scale * jnp.sqrt(2 * eta) * noise
     logdensity, grad = _value_and_grad(logdensity_fn, proposal)
     finite = _is_finite_point(logdensity, grad)
@@ -241,7 +243,7 @@ def imh(
         >>> float(info.accept_prob.min())  # the proposal is the target: always accepted
         1.0
     """
-    key_prop, key_acc = jax.random.split(key)
+    key_prop, key_acc = jax.random.split(as_typed_key(key))
     chains = state.position.shape[0]
     proposal, log_q_prop = flow.sample_and_log_prob(key_prop, (chains,))
     log_q_current = flow.log_prob(state.position)
@@ -291,7 +293,7 @@ def isir(
     """
     if n_particles < 2:
         raise ValueError(f"n_particles must be >= 2 (the current state counts as one); got {n_particles}.")
-    key_prop, key_pick = jax.random.split(key)
+    key_prop, key_pick = jax.random.split(as_typed_key(key))
     chains, dim = state.position.shape
     proposals, log_q_prop = flow.sample_and_log_prob(key_prop, (chains, n_particles - 1))
     logdensity_one_chain = jax.vmap(logdensity_fn)

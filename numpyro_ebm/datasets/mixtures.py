@@ -12,6 +12,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from numpyro_ebm._keys import as_typed_key
 from numpyro_ebm._validate import positive_int
 
 Bounds = tuple[tuple[float, float], tuple[float, float]]
@@ -104,7 +105,7 @@ class GaussianMixture(eqx.Module):
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n dim"]:
         """``n`` independent draws, shape ``(n, dim)``."""
         positive_int(n, "n")
-        return _mixture_sample(self.means, self.variances, self.weights, key, int(n))
+        return _mixture_sample(self.means, self.variances, self.weights, as_typed_key(key), int(n))
 
     def coordinate_variances(self) -> Float[Array, " dim"]:
         """Variance of each coordinate under the mixture (law of total variance)."""
@@ -179,7 +180,7 @@ class RadialMixture(eqx.Module):
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
         """``n`` independent draws, shape ``(n, 2)``."""
         positive_int(n, "n")
-        return _radial_sample(self.radius_means, self.radius_stds, self.weights, key, int(n))
+        return _radial_sample(self.radius_means, self.radius_stds, self.weights, as_typed_key(key), int(n))
 
     def coordinate_variances(self) -> Float[Array, " 2"]:
         """Variance of each coordinate: ``E[r^2] / 2`` (the mean is 0 by rotation symmetry)."""

@@ -12,6 +12,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from scipy.special import ndtr
 
+from numpyro_ebm._keys import as_typed_key
 from numpyro_ebm._validate import positive_int
 from numpyro_ebm.datasets.mixtures import (
     MIXTURE_SCALE,
@@ -114,7 +115,7 @@ class Target(eqx.Module):
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n dim"]:
         """``n`` independent draws, shape ``(n, dim)``."""
         positive_int(n, "n")
-        return self.distribution.sample(key, n)
+        return self.distribution.sample(as_typed_key(key), n)
 
 
 def _linear_zone_target(name: str, mixture: GaussianMixture, zones: LinearZones, bounds: Bounds) -> Target:

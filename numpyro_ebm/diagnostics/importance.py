@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from numpyro_ebm._keys import as_typed_key
 from numpyro_ebm._validate import positive_int
 from numpyro_ebm.diagnostics._args import (
     LogDensityFn,
@@ -108,7 +109,8 @@ def importance_sample(
             f"flow must be a flowjax distribution with sample_and_log_prob(key, (n,)); got "
             f"{type(flow).__name__}."
         )
-    return _importance_sample(fn, flow, key, int(n), None if batch_size is None else int(batch_size))
+    key, batch_size = as_typed_key(key), None if batch_size is None else int(batch_size)
+    return _importance_sample(fn, flow, key, int(n), batch_size)
 
 
 # One compiled program (arrays traced, the function and sizes static); a bound method of an

@@ -20,6 +20,7 @@ from flowjax.distributions import AbstractDistribution
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from numpyro_ebm import adaptation
+from numpyro_ebm._keys import as_typed_key
 from numpyro_ebm.energy import EnergyModel, as_numpyro
 from numpyro_ebm.moves import init_chains
 
@@ -188,7 +189,7 @@ class AbstractNegatives(eqx.Module):
         self, key: PRNGKeyArray, ebm: EnergyModel, flow: AbstractDistribution | None, n: int
     ) -> Float[Array, "n dim"]:
         """``n`` starting points drawn according to ``start``."""
-        dim = ebm.dim
+        key, dim = as_typed_key(key), ebm.dim
         if self.start == "flow":
             x = self.flow_for(ebm, flow).sample(key, (n,))
         elif self.start == "base":
@@ -212,7 +213,7 @@ class AbstractNegatives(eqx.Module):
         Persistent samplers start from those rows (paper-notes 2.4, the ebm-anatomy convention);
         the others start afresh from ``start``.
         """
-        key_index, key_start = jax.random.split(key)
+        key_index, key_start = jax.random.split(as_typed_key(key))
         index = jax.random.choice(key_index, bank.shape[0], (n_chains,), replace=False)
         if self.persistent:
             return index, bank[index]
@@ -252,7 +253,7 @@ class AbstractNegatives(eqx.Module):
             ((8, 2), (40, 2))
         """
         flow = self.flow_for(ebm, flow)
-        run = self._run(key, ebm, flow, positions, step_size)
+        run = self._run(as_typed_key(key), ebm, flow, positions, step_size)
         if self.keep == "last":
             negatives = run.final
         else:

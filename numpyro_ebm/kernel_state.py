@@ -1,0 +1,44 @@
+"""``FlowMCState``: the state ``FlowMCKernel`` carries from one iteration to the next."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from jaxtyping import Array
+
+__all__ = ["FlowMCState"]
+
+
+class FlowMCState(NamedTuple):
+    """State of :class:`FlowMCKernel`; every array has a strong dtype so nothing recompiles.
+
+    Attributes:
+        i: iteration counter (warmup included), scalar int32.
+        z: unconstrained positions, a pytree whose leaves have a leading chain axis.
+        potential_energy: ``-log pi(z)`` per chain, ``(chains,)``.
+        z_grad: gradient of the potential energy ``-log pi`` at ``z`` (NumPyro's convention, as
+            in ``HMCState.z_grad``), a pytree shaped like ``z``.
+        local_accept_prob: mean MALA acceptance of the last iteration, ``(chains,)``.
+        global_accept_prob: acceptance of the last global move, ``(chains,)``.
+        step_size: MALA step size (scalar); frozen after warmup.
+        adapt_state: NumPyro dual-averaging state for ``log step_size``.
+        flow_params: the flow's trainable arrays (its static part lives on the kernel);
+            ``None`` with ``global_move=None``.
+        flow_opt_state: optax state of the flow optimiser; ``None`` unless the flow is fitted.
+        buffer: recent flattened states of all chains, ``(buffer_iterations, chains, dim)``;
+            ``None`` unless the flow is fitted.
+        rng_key: PRNG key.
+    """
+
+    i: Array
+    z: Any
+    potential_energy: Array
+    z_grad: Array
+    local_accept_prob: Array
+    global_accept_prob: Array
+    step_size: Array
+    adapt_state: tuple
+    flow_params: Any
+    flow_opt_state: Any
+    buffer: Array
+    rng_key: Array
