@@ -24,7 +24,7 @@ from numpyro_ebm import (
 )
 from numpyro_ebm.energy import EnergyModel
 from numpyro_ebm.evidence import Evidence, log_evidence
-from numpyro_ebm.flowmc import flowmc_step
+from numpyro_ebm.flowmc import FlowMCSettings, flowmc_step, run_chains
 from numpyro_ebm.kernel import FlowMCKernel, FlowMCState
 from numpyro_ebm.training import TrainingDivergedError, TrainResult, train
 
@@ -34,6 +34,7 @@ __all__ = [
     "EnergyModel",
     "Evidence",
     "FlowMCKernel",
+    "FlowMCSettings",
     "FlowMCState",
     "TrainResult",
     "TrainingDivergedError",
@@ -51,6 +52,7 @@ __all__ = [
     "negatives",
     "nets",
     "sharding",
+    "run_chains",
     "tempering",
     "train",
     "training",

@@ -6,25 +6,62 @@ kernel calls them from its constructor and from ``init``; nothing here is traced
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpyro
 
-from numpyro_ebm.flowmc import check_flowmc_settings
+from numpyro_ebm.flowmc import FlowMCSettings
 
-__all__ = ["check_kernel_settings", "check_init_params", "check_logdensity", "check_continuous"]
+FROM_SETTINGS = object()
+"""Default of the kernel's per-field arguments: "take this field from ``settings``" (``None`` is a
+real value of ``global_move`` and ``particle_batch_size``)."""
+
+KERNEL_SETTINGS = FlowMCSettings(global_move="imh")
+"""``FlowMCKernel``'s transition when the user passes none: the library's one set of defaults
+(:class:`~numpyro_ebm.flowmc.FlowMCSettings`) with IMH as the global move. After tempered warmup
+the flow covers the posterior, and an IMH proposal costs one density evaluation per chain where
+i-SIR costs ``n_particles``; the training bank keeps i-SIR, whose resampling tolerates a flow that
+lags a moving EBM."""
+
+__all__ = [
+    "kernel_settings",
+    "KERNEL_SETTINGS",
+    "FROM_SETTINGS",
+    "check_kernel_settings",
+    "check_init_params",
+    "check_logdensity",
+    "check_continuous",
+]
+
+
+def kernel_settings(settings: FlowMCSettings | None, **fields) -> FlowMCSettings:
+    """``settings`` (default :data:`KERNEL_SETTINGS`) with every field the user passed replaced.
+
+    ``FlowMCSettings`` checks the result, so a bad value raises a ``ValueError`` naming it.
+    """
+    if settings is None:
+        settings = KERNEL_SETTINGS
+    if not isinstance(settings, FlowMCSettings):
+        raise TypeError(f"settings must be a numpyro_ebm.FlowMCSettings; got {type(settings).__name__}.")
+    given = {k: v for k, v in fields.items() if v is not FROM_SETTINGS and v is not None}
+    if fields.get("global_move", FROM_SETTINGS) is None:
+        given["global_move"] = None
+    if fields.get("particle_batch_size", FROM_SETTINGS) is None:
+        given["particle_batch_size"] = None
+    if "step_size" in given:
+        given["step_size"] = float(given["step_size"])
+    return dataclasses.replace(settings, **given)
 
 
 def check_kernel_settings(kernel) -> None:
-    """The constructor's arguments, as stored on ``kernel`` (see ``FlowMCKernel``)."""
+    """The constructor's other arguments, as stored on ``kernel`` (the transition's are checked by
+    :class:`~numpyro_ebm.flowmc.FlowMCSettings`)."""
     k = kernel
     model, potential_fn, flow = k._model, k._potential_fn, k._user_flow
-    target_accept_prob, particle_batch_size = k._target_accept_prob, k._particle_batch_size
     if (model is None) == (potential_fn is None):
         raise ValueError("Pass exactly one of `model` or `potential_fn` to FlowMCKernel.")
-    check_flowmc_settings(k._step_size, k._n_local_steps, k._global_move, k._n_particles)
-    if not 0.0 < target_accept_prob < 1.0:
-        raise ValueError(f"target_accept_prob must lie in (0, 1); got {target_accept_prob!r}.")
     for name, value in [
         ("flow_steps_per_iteration", k._flow_steps),
         ("flow_batch_size", k._flow_batch_size),
@@ -32,10 +69,6 @@ def check_kernel_settings(kernel) -> None:
     ]:
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
-    if particle_batch_size is not None and (
-        not isinstance(particle_batch_size, int) or particle_batch_size < 1
-    ):
-        raise ValueError(f"particle_batch_size must be None or an integer >= 1; got {particle_batch_size!r}.")
     if flow is not None and not hasattr(flow, "sample_and_log_prob"):
         raise TypeError(f"flow must be a flowjax distribution; got {type(flow).__name__}.")
 

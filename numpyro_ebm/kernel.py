@@ -18,22 +18,23 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 from numpyro.infer.ensemble_util import batch_ravel_pytree
-from numpyro.infer.hmc_util import dual_averaging
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model
 from numpyro.util import identity, is_prng_key
 
-from numpyro_ebm import flows, sharding
+from numpyro_ebm import adaptation, flows, sharding
 from numpyro_ebm import tempering as tempering_
 from numpyro_ebm._kernel_checks import (
+    FROM_SETTINGS,
     check_continuous,
     check_init_params,
     check_kernel_settings,
     check_logdensity,
+    kernel_settings,
 )
 from numpyro_ebm._keys import as_typed_key, like_key
-from numpyro_ebm.flowmc import flowmc_step
+from numpyro_ebm.flowmc import FlowMCSettings, flowmc_step
 from numpyro_ebm.kernel_state import FlowMCState
 from numpyro_ebm.moves import ChainState, init_chains
 
@@ -61,6 +62,11 @@ class FlowMCKernel(MCMCKernel):
         flow: a flowjax distribution over the flattened unconstrained space, e.g. a pre-trained
             one. Default: :func:`~numpyro_ebm.flows.default_flow`, identity-initialised and
             standardised to the initial chains.
+        settings: the transition (:class:`~numpyro_ebm.flowmc.FlowMCSettings`: step size,
+            local steps, global move, particles, acceptance target, adaptation), shared with
+            ``negatives.FlowMC``. Default: the library's defaults with ``global_move="imh"``
+            (``numpyro_ebm._kernel_checks.KERNEL_SETTINGS``). Each of the next seven arguments,
+            when given, replaces its field.
         step_size: initial MALA step size ``eta`` (> 0) in ``x' = x + eta grad log pi(x) +
             sqrt(2 eta) xi``: the Langevin time step, so the proposal's variance is ``2 eta``
             (HMC's ``step_size`` ``epsilon`` corresponds to ``eta = epsilon^2 / 2``).
@@ -111,18 +117,19 @@ class FlowMCKernel(MCMCKernel):
         potential_fn: Callable | None = None,
         *,
         flow=None,
-        step_size: float = 0.1,
-        n_local_steps: int = 4,
-        global_move: str | None = "imh",
-        n_particles: int = 32,
-        target_accept_prob: float = 0.574,
-        adapt_step_size: bool = True,
+        settings: FlowMCSettings | None = None,
+        step_size: float | None = None,
+        n_local_steps: int | None = None,
+        global_move: str | None = FROM_SETTINGS,
+        n_particles: int | None = None,
+        target_accept_prob: float | None = None,
+        adapt_step_size: bool | None = None,
         train_flow: bool = True,
         flow_optimizer: optax.GradientTransformation | None = None,
         flow_steps_per_iteration: int = 10,
         flow_batch_size: int = 256,
         buffer_iterations: int = 16,
-        particle_batch_size: int | None = None,
+        particle_batch_size: int | None = FROM_SETTINGS,
         init_strategy: Callable = init_to_uniform,
         shard=False,
         tempering: str | tempering_.TemperedSMC | None = "smc",
@@ -130,21 +137,30 @@ class FlowMCKernel(MCMCKernel):
         self._model = model
         self._potential_fn = potential_fn
         self._user_flow = flow
-        self._step_size = step_size
-        self._n_local_steps = n_local_steps
-        self._global_move = global_move
-        self._n_particles = n_particles
-        self._target_accept_prob = target_accept_prob
-        self._adapt_step_size = adapt_step_size
+        self.settings = kernel_settings(
+            settings,
+            step_size=step_size,
+            n_local_steps=n_local_steps,
+            global_move=global_move,
+            n_particles=n_particles,
+            target_accept_prob=target_accept_prob,
+            adapt_step_size=adapt_step_size,
+            particle_batch_size=particle_batch_size,
+        )
+        self._step_size = self.settings.step_size
+        self._n_local_steps = self.settings.n_local_steps
+        self._global_move = self.settings.global_move
+        self._n_particles = self.settings.n_particles
+        self._target_accept_prob = self.settings.target_accept_prob
+        self._adapt_step_size = self.settings.adapt_step_size
         self._train_flow = train_flow
         self._flow_optimizer = flow_optimizer if flow_optimizer is not None else optax.adam(1e-3)
         self._flow_steps = flow_steps_per_iteration
         self._flow_batch_size = flow_batch_size
         self._buffer_iterations = buffer_iterations
-        self._particle_batch_size = particle_batch_size
+        self._particle_batch_size = self.settings.particle_batch_size
         self._init_strategy = init_strategy
         check_kernel_settings(self)
-        self._step_size = float(step_size)
         self._mesh = sharding.resolve_mesh(shard)
         if tempering == "smc":
             tempering = tempering_.TemperedSMC()
@@ -269,7 +285,6 @@ class FlowMCKernel(MCMCKernel):
                 f"{bad} of {num_chains} initial chains have a non-finite log density; pass "
                 "init_params inside the support or choose another init_strategy."
             )
-        da_init, _ = dual_averaging()
         dtype = flat.dtype
         step_size = jnp.asarray(self._step_size, dtype)
         self._sample_fn = self.sample  # tells MCMC.run that this kernel is initialised
@@ -281,7 +296,7 @@ class FlowMCKernel(MCMCKernel):
             local_accept_prob=jnp.zeros(num_chains, dtype),
             global_accept_prob=jnp.zeros(num_chains, dtype),
             step_size=step_size,
-            adapt_state=jax.tree.map(lambda x: jnp.asarray(x, dtype), da_init(jnp.log(10.0 * step_size))),
+            adapt_state=adaptation.dual_averaging_init(step_size, dtype),
             flow_params=params,
             flow_opt_state=opt_state,
             buffer=buffer,
@@ -290,31 +305,20 @@ class FlowMCKernel(MCMCKernel):
         return self._place_chains(state, sharding.shard_leading_axis)
 
     def _discover_modes(self, key, flow, flat, logdensity_fn, model_args, model_kwargs):
-        """Tempered SMC from a reference to the target (see ``numpyro_ebm.tempering``), or None."""
-        settings = self._tempering
-        if settings is None:
+        """Tempered SMC from a reference to the target (``numpyro_ebm.tempering``), or None."""
+        if self._tempering is None:
             return None
-        key_ref, key_smc = jax.random.split(key)
-        start = tempering_.initial_particles(key_ref, settings, self._model, model_args, model_kwargs, flat)
-        if start is None:
-            return None  # a potential_fn target without a reference: nothing to anneal from
-        particles, log_ref = start
-        return tempering_.tempered_smc(
-            key_smc,
-            logdensity_fn,
-            log_ref,
-            particles,
+        return tempering_.discover_modes(
+            key,
+            self._tempering,
+            self.settings,
             flow,
+            flat,
+            logdensity_fn,
+            (self._model, model_args, model_kwargs),
             optimizer=self._flow_optimizer,
-            step_size=self._step_size,
-            n_local_steps=self._n_local_steps,
-            global_move=self._global_move,
-            n_particles=self._n_particles,
-            particle_batch_size=self._particle_batch_size,
-            target_accept_prob=self._target_accept_prob,
             flow_batch_size=self._flow_batch_size,
-            fit_flow=self._train_flow and self._global_move is not None,
-            settings=settings,
+            fit_flow=self._fits_flow,
         )
 
     def _place_chains(self, state: FlowMCState, place: Callable) -> FlowMCState:
@@ -420,12 +424,14 @@ class FlowMCKernel(MCMCKernel):
         position, local_accept = sharding.replicate((position, state.local_accept_prob), self._mesh)
         step_size, adapt_state = state.step_size, state.adapt_state
         if self._adapt_step_size and self._n_local_steps > 0:
-            _, da_update = dual_averaging()
             accept = jnp.mean(local_accept)
-            adapt_state = da_update(self._target_accept_prob - accept, adapt_state)
-            log_step, log_step_avg = adapt_state[0], adapt_state[1]
+            adapt_state = adaptation.dual_averaging_update(adapt_state, accept, self._target_accept_prob)
             # The averaged iterate is the better estimate; use it from the last warmup step on.
-            step_size = jnp.exp(jnp.where(state.i == self._num_warmup, log_step_avg, log_step))
+            step_size = jnp.where(
+                state.i == self._num_warmup,
+                adaptation.dual_averaging_step_size(adapt_state, final=True),
+                adaptation.dual_averaging_step_size(adapt_state),
+            )
         params, opt_state, buffer = state.flow_params, state.flow_opt_state, state.buffer
         if self._fits_flow:
             buffer = buffer.at[(state.i - 1) % self._buffer_iterations].set(position)

@@ -21,7 +21,8 @@ class FlowMCState(NamedTuple):
         local_accept_prob: mean MALA acceptance of the last iteration, ``(chains,)``.
         global_accept_prob: acceptance of the last global move, ``(chains,)``.
         step_size: MALA step size (scalar); frozen after warmup.
-        adapt_state: NumPyro dual-averaging state for ``log step_size``.
+        adapt_state: dual-averaging state for ``log step_size``
+            (:class:`~numpyro_ebm.adaptation.DualAveragingState`).
         flow_params: the flow's trainable arrays (its static part lives on the kernel);
             ``None`` with ``global_move=None``.
         flow_opt_state: optax state of the flow optimiser; ``None`` unless the flow is fitted.

@@ -26,13 +26,20 @@ from numpyro_ebm.tempering.reference import (
     prior_reference,
     reference_logdensity,
 )
-from numpyro_ebm.tempering.smc import SMCResult, TemperedSMC, systematic_resample, tempered_smc
+from numpyro_ebm.tempering.smc import (
+    SMCResult,
+    TemperedSMC,
+    discover_modes,
+    systematic_resample,
+    tempered_smc,
+)
 
 __all__ = [
     "TemperedSMC",
     "SMCResult",
     "tempered_smc",
     "systematic_resample",
+    "discover_modes",
     "prior_reference",
     "gaussian_reference",
     "reference_logdensity",

@@ -13,8 +13,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from numpyro_ebm import flows
 from numpyro_ebm.flowmc import flowmc_step
 from numpyro_ebm.moves import LogDensityFn, init_chains
+from numpyro_ebm.tempering.reference import initial_particles
 
-__all__ = ["TemperedSMC", "SMCResult", "tempered_smc", "systematic_resample"]
+__all__ = ["TemperedSMC", "SMCResult", "tempered_smc", "systematic_resample", "discover_modes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,4 +271,61 @@ def tempered_smc(
         betas=jnp.stack(betas),
         global_accept_prob=jnp.stack(accepts),
         num_levels=len(betas),
+    )
+
+
+def discover_modes(
+    key: PRNGKeyArray,
+    settings: TemperedSMC,
+    transition,
+    flow,
+    flat: Float[Array, "chains dim"],
+    logdensity_fn: LogDensityFn,
+    model_and_args: tuple,
+    *,
+    optimizer: optax.GradientTransformation,
+    flow_batch_size: int = 256,
+    fit_flow: bool = True,
+) -> SMCResult | None:
+    """What ``FlowMCKernel.init`` runs: reference draws, then :func:`tempered_smc` with the
+    kernel's transition (a :class:`~numpyro_ebm.flowmc.FlowMCSettings`).
+
+    Args:
+        key: PRNG key.
+        settings: the :class:`TemperedSMC` settings.
+        transition: the kernel's ``FlowMCSettings`` (step size, local steps, global move, ...).
+        flow: the kernel's initial flow.
+        flat: the initial chains, flattened, ``(num_chains, dim)``.
+        logdensity_fn: ``log pi`` of one flattened point.
+        model_and_args: ``(model, model_args, model_kwargs)``; ``model`` is ``None`` for a
+            ``potential_fn`` target.
+        optimizer: optax transformation for the flow.
+        flow_batch_size: minibatch size of the flow fit.
+        fit_flow: fit the flow at every level.
+
+    Returns:
+        :class:`SMCResult`, or ``None`` for a ``potential_fn`` target without a reference.
+    """
+    key_ref, key_smc = jax.random.split(key)
+    model, model_args, model_kwargs = model_and_args
+    start = initial_particles(key_ref, settings, model, model_args, model_kwargs, flat)
+    if start is None:
+        return None  # a potential_fn target without a reference: nothing to anneal from
+    particles, log_ref = start
+    return tempered_smc(
+        key_smc,
+        logdensity_fn,
+        log_ref,
+        particles,
+        flow,
+        optimizer=optimizer,
+        step_size=transition.step_size,
+        n_local_steps=transition.n_local_steps,
+        global_move=transition.global_move,
+        n_particles=transition.n_particles,
+        particle_batch_size=transition.particle_batch_size,
+        target_accept_prob=transition.target_accept_prob,
+        flow_batch_size=flow_batch_size,
+        fit_flow=fit_flow,
+        settings=settings,
     )
