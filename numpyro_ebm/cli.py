@@ -32,14 +32,14 @@ import os
 import sys
 from pathlib import Path
 
-from numpyro_ebm import demo
-from numpyro_ebm._json import jsonable
-from numpyro_ebm.commands import evaluate, sample, train
-from numpyro_ebm.runs import PROG, SAMPLERS, UsageError
+# Nothing here imports JAX: `--help` and usage errors answer at once; each subcommand imports
+# its work (and JAX) when it runs (tests/test_cli.py checks sys.modules).
+from numpyro_ebm.commands.options import OPTIONS, PROG, UsageError
+from numpyro_ebm.recipes import SAMPLERS
 
 __all__ = ["main", "build_parser", "UsageError", "SAMPLERS", "EXPERIMENTS", "PRESETS"]
 
-EXPERIMENTS = ("table1", "table2", "table3", "figure1")
+EXPERIMENTS = ("table1", "table2", "table3", "figure1", "cifar10", "digits")
 PRESETS = ("quick", "cpu", "paper")
 
 
@@ -104,15 +104,23 @@ def _positive_float(text: str) -> float:
 
 
 def _cmd_demo(args) -> int:
+    from numpyro_ebm import demo
+
+    if args.quick and args.preset not in (None, "quick"):
+        raise UsageError(f"--quick means --preset quick; it contradicts --preset {args.preset}. Drop one.")
     progress = not args.no_progress
-    metrics = demo.run_demo(args.out, steps=args.steps, quick=args.quick, seed=args.seed, progress=progress)
+    metrics = demo.run_demo(
+        args.out, steps=args.steps, quick=args.quick, seed=args.seed, progress=progress, preset=args.preset
+    )
     print(demo.report(metrics, args.out))
     return 0
 
 
 def _cmd_train(args) -> int:
+    from numpyro_ebm.commands import train
+
     out = Path(args.out)
-    given = {k: getattr(args, k) for k in train.OPTIONS if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
     config = train.resolve_config(given, steps=args.steps, out=out, resume=args.resume)
     manifest = train.train_run(config, out, resume=args.resume, progress=not args.no_progress)
     print(train.report(manifest, out))
@@ -120,6 +128,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_sample(args) -> int:
+    from numpyro_ebm.commands import sample
+
     summary = sample.sample_run(
         args.run,
         out=args.out,
@@ -139,6 +149,8 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    from numpyro_ebm.commands import evaluate
+
     result = evaluate.evaluate_run(
         args.run,
         data=args.data,
@@ -163,6 +175,15 @@ def _cmd_reproduce(args) -> int:
                 f"--dims applies to table2 only (the mixture's dimensions); drop it for {args.experiment}."
             )
         extra["dims"] = args.dims
+    if args.data is not None:
+        if args.experiment != "cifar10":
+            raise UsageError(f"--data applies to cifar10 only; drop it for {args.experiment}.")
+        extra["data"] = args.data
+    elif args.experiment == "cifar10":
+        raise UsageError(
+            "reproduce cifar10 needs --data DIR, the 'cifar-10-batches-bin' folder of the binary CIFAR-10 "
+            "(cifar-10-binary.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html; nothing is downloaded)."
+        )
     try:
         reproduce = importlib.import_module("numpyro_ebm.reproduce")
     except ModuleNotFoundError as err:
@@ -182,6 +203,8 @@ def _cmd_reproduce(args) -> int:
     result = reproduce.run(
         args.experiment, preset=preset, out_dir=out, key=args.seed, progress=not args.no_progress, **extra
     )
+    from numpyro_ebm._json import jsonable
+
     print(_reproduce_summary(jsonable(result), out))
     return 0
 
@@ -195,7 +218,9 @@ _HEADLINE = {
         "median_sq_log_density_error_whole_box",
         "median_sq_log_density_error_at_data",
     ),
-    "table2": ("max_rhat", "min_ess", "mode_weights_chains", "mode_weights_is"),
+    "table2": ("max_rhat", "mode_weights_chains", "mode_weights_is"),
+    "cifar10": ("global_accept", "class_balance_tv", "energy_gap"),
+    "digits": ("global_accept", "class_balance_tv", "energy_gap"),
 }
 
 
@@ -243,7 +268,7 @@ def _reproduce_summary(result: dict, out: Path) -> str:
             lines.append(f"  {label}:")
             indent = "    "
         lines.extend(f"{indent}{name}: {row(values)}" for name, values in methods.items())
-    lines.append(f"wrote metrics.json and figure.png to {out}")
+    lines.append(f"wrote metrics.json and figures to {out}")
     return "\n".join(lines)
 
 
@@ -268,7 +293,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``numpyro-ebm`` (one subparser per subcommand)."""
-    from numpyro_ebm import __version__
+    from numpyro_ebm import __version__  # the package's __init__ imports nothing heavy
 
     parser = _Parser(
         prog=PROG,
@@ -292,20 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "demo",
         "the paper's 2:1 example: flowMC-EBM beside ULA-EBM (the default job)",
-        "Train flowMC-EBM (i-SIR, 32 particles, [1 i-SIR + 4 MALA] x 2, step 0.01) and ULA-EBM (10 ULA steps "
-        "of 0.01) on the 2:1 two-mode mixture with the same data and steps (batch 64, bank 1024; both "
-        "learning rates decay linearly from 1e-2 to 1e-4), record the weight of the (1.5, 1.5) mode during "
-        "training, write figures and metrics.json.",
+        "`reproduce figure1` at the cpu preset: train flowMC-EBM (i-SIR, 32 particles, [1 i-SIR + 4 MALA] x 2, "
+        "step 0.01) and ULA-EBM (10 ULA steps of 0.01) on the 2:1 two-mode mixture with the same data and "
+        "steps (4000 steps, batch 64, bank 1024; both learning rates cosine-decayed from 1e-2 to 1e-5), "
+        "record the weight of the (1.5, 1.5) mode during training, write figures and metrics.json.",
     )
     p.add_argument("--out", default=f"{PROG}-demo", help="output folder")
     p.add_argument(
         "--steps",
         type=_positive_int,
         default=None,
-        help=f"training steps per method (default {demo.DEFAULT['steps']}; "
-        f"{demo.QUICK['steps']} with --quick)",
+        help="training steps per method (default: the preset's; 4000 for cpu, 40 for quick)",
     )
-    p.add_argument("--quick", action="store_true", help="a few seconds' version, for tests")
+    p.add_argument("--quick", action="store_true", help="same as --preset quick: seconds, for tests")
+    p.add_argument("--preset", choices=PRESETS, default=None, help="figure1's preset (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=_cmd_demo)
 
@@ -337,36 +362,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--num-data",
         type=_positive_int,
-        help=f"points drawn from a named set (default {train.OPTIONS['num_data']})",
+        help=f"points drawn from a named set (default {OPTIONS['num_data']})",
     )
     p.add_argument(
         "--batch-size",
         type=_positive_int,
-        help=f"data points and negatives per step (default {train.OPTIONS['batch_size']})",
+        help=f"data points and negatives per step (default {OPTIONS['batch_size']})",
     )
     p.add_argument(
         "--bank-size",
         type=_positive_int,
-        help=f"persistent negative chains (default {train.OPTIONS['bank_size']})",
+        help=f"persistent negative chains (default {OPTIONS['bank_size']})",
     )
     p.add_argument(
-        "--lr", type=_positive_float, help=f"Adam learning rate of the EBM (default {train.OPTIONS['lr']})"
+        "--lr", type=_positive_float, help=f"Adam learning rate of the EBM (default {OPTIONS['lr']})"
     )
     p.add_argument(
         "--flow-lr",
         type=_positive_float,
-        help=f"Adam learning rate of the flow (default {train.OPTIONS['flow_lr']})",
+        help=f"Adam learning rate of the flow (default {OPTIONS['flow_lr']})",
     )
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument(
         "--chunk-size",
         type=_positive_int,
-        help=f"steps per compiled chunk (default {train.OPTIONS['chunk_size']})",
+        help=f"steps per compiled chunk (default {OPTIONS['chunk_size']})",
     )
     p.add_argument(
         "--checkpoint-every",
         type=_positive_int,
-        help=f"steps between checkpoints (default {train.OPTIONS['checkpoint_every']})",
+        help=f"steps between checkpoints (default {OPTIONS['checkpoint_every']})",
     )
     p.add_argument(
         "--step-size",
@@ -457,6 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_dims,
         help="table2 only: the mixture's dimensions, comma-separated, e.g. 16 or 16,32 (default: the "
         "preset's, 16,32,64; quick: 4)",
+    )
+    p.add_argument(
+        "--data",
+        help="cifar10 only (and required): the 'cifar-10-batches-bin' folder of the binary CIFAR-10 "
+        "(never downloaded)",
     )
     p.set_defaults(func=_cmd_reproduce)
     return parser
