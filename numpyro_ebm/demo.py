@@ -22,7 +22,12 @@ PRESET, QUICK_PRESET = "cpu", "quick"
 
 
 def run_demo(
-    out_dir, *, steps: int | None = None, quick: bool = False, seed: int = 0, progress: bool = True,
+    out_dir,
+    *,
+    steps: int | None = None,
+    quick: bool = False,
+    seed: int = 0,
+    progress: bool = True,
     preset: str | None = None,
 ) -> dict[str, Any]:
     """Run ``reproduce figure1`` at the demo's preset; write figures and ``metrics.json``.

@@ -41,7 +41,14 @@ _CLASS = {
     "coopflow": "CoopFlow",
 }
 # Used unless the negatives class declares `tilt` itself.
-_TILT = {"flowmc": "base", "ula": "none", "mala": "none", "shortrun": "none", "ntebm": "flow", "coopflow": "none"}
+_TILT = {
+    "flowmc": "base",
+    "ula": "none",
+    "mala": "none",
+    "shortrun": "none",
+    "ntebm": "flow",
+    "coopflow": "none",
+}
 _HAS_FLOW = ("flowmc", "coopflow", "ntebm")
 
 

@@ -180,7 +180,9 @@ def load_run(directory) -> Run:
         )
     sampler = manifest["sampler"]
     tilt = manifest.get("tilt") or recipes.tilt_of(sampler)
-    ebm, flow = build_models(jax.random.key(0), manifest["dim"], sampler, manifest["net"], manifest["flow"], tilt)
+    ebm, flow = build_models(
+        jax.random.key(0), manifest["dim"], sampler, manifest["net"], manifest["flow"], tilt
+    )
     bank = jnp.zeros((manifest["bank_size"], manifest["dim"]), jnp.result_type(float))
     state = eqx.tree_deserialise_leaves(model_path, _state_to_save(ebm, flow, bank, tilt))
     flow = state["ebm"].base if tilt == "flow" else state["flow"]

@@ -20,10 +20,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from numpyro_ebm import checkpoints, flows
+from numpyro_ebm import checkpoints, flows, recipes
 from numpyro_ebm import negatives as ng
 from numpyro_ebm._json import write_json
-from numpyro_ebm import recipes
 from numpyro_ebm.commands.options import OPTIONS, PROG, UsageError
 from numpyro_ebm.runs import CONFIG_FILE, FLOW, NET, RUN_FILE, build_models, load_data, save_run
 from numpyro_ebm.training import train

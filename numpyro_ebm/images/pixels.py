@@ -23,13 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import paramax
 from flowjax.bijections import AbstractBijection, Affine, Chain, Sigmoid
 from flowjax.distributions import StandardNormal, Transformed
-from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+from jaxtyping import PRNGKeyArray
 
 from numpyro_ebm.flows import default_flow
 
@@ -160,5 +159,3 @@ def image_flow(
     inner = default_flow(key, dim, identity_init=identity_init, **flow_kw)
     bijection = Chain([inner.bijection, logit_preprocessing(dim, alpha=alpha)])
     return Transformed(inner.base_dist, bijection)
-
-

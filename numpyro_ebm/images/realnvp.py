@@ -150,13 +150,17 @@ def realnvp_image_flow(
     """
     c, h, w = (int(s) for s in image_shape)
     if scales < 1 or h % 2 ** (scales - 1) or w % 2 ** (scales - 1):
-        raise ValueError(f"image_shape {tuple(image_shape)} cannot be squeezed {scales - 1} time(s); lower scales.")
+        raise ValueError(
+            f"image_shape {tuple(image_shape)} cannot be squeezed {scales - 1} time(s); lower scales."
+        )
     dim = c * h * w
     index = np.arange(dim).reshape(c, h, w)
     couplings, keys = [], iter(jax.random.split(key, 6 * scales))
     for scale in range(scales):
         for parity in range(3):
-            couplings.append(ImageCoupling(dim, index, "checkerboard", parity % 2, width, blocks, key=next(keys)))
+            couplings.append(
+                ImageCoupling(dim, index, "checkerboard", parity % 2, width, blocks, key=next(keys))
+            )
         if scale == scales - 1:
             break
         index = _squeeze(index)

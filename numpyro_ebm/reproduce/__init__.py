@@ -47,8 +47,17 @@ from numpyro_ebm.reproduce.presets import GRID, PRESETS, FlowArch, Method, Sched
 from numpyro_ebm.reproduce.toy2d import table1, table3
 
 __all__ = [
-    "run", "EXPERIMENTS", "PRESETS", "Method", "Schedule", "FlowArch", "sampler_work", "config",
-    "GRID", "TABLE2_DIMS", "TABLE2_RHAT",
+    "run",
+    "EXPERIMENTS",
+    "PRESETS",
+    "Method",
+    "Schedule",
+    "FlowArch",
+    "sampler_work",
+    "config",
+    "GRID",
+    "TABLE2_DIMS",
+    "TABLE2_RHAT",
 ]
 
 EXPERIMENTS = {

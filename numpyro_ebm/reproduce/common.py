@@ -14,9 +14,10 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -72,8 +73,9 @@ def training_work(method: Method) -> dict[str, int]:
     work = {f"sampler_{k}_evals": v * s.num_steps for k, v in per_step.items()}
     work["train_steps"] = s.num_steps
     work["data_points_seen"] = s.num_steps * s.batch_size
-    work["flow_pretrain_steps"] = getattr(method.flow, "pretrain_steps", 0) if method.sampler in (
-        "ntebm", "coopflow") else 0
+    work["flow_pretrain_steps"] = (
+        getattr(method.flow, "pretrain_steps", 0) if method.sampler in ("ntebm", "coopflow") else 0
+    )
     return work
 
 
@@ -94,8 +96,14 @@ def toy_flow(key, dim: int, arch: FlowArch, scale: float, *, identity_init: bool
 
     base = Normal(jnp.zeros(dim), jnp.full(dim, scale))
     return default_flow(
-        key, dim, identity_init=identity_init, base=base, flow_layers=arch.layers,
-        nn_width=arch.width, nn_depth=arch.depth, interval=arch.interval * scale,
+        key,
+        dim,
+        identity_init=identity_init,
+        base=base,
+        flow_layers=arch.layers,
+        nn_width=arch.width,
+        nn_depth=arch.depth,
+        interval=arch.interval * scale,
     )
 
 
@@ -113,8 +121,16 @@ def pretrain_flow(key, flow, data, steps: int, lr: float, batch_size: int = 256)
 
 
 def train_method(
-    method: Method, data, key, *, target=None, net=None, flow_fn: Callable | None = None, base=None,
-    progress: bool = True, metrics=None,
+    method: Method,
+    data,
+    key,
+    *,
+    target=None,
+    net=None,
+    flow_fn: Callable | None = None,
+    base=None,
+    progress: bool = True,
+    metrics=None,
 ) -> dict[str, Any]:
     """Build the EBM, flow and sampler of ``method`` (:func:`numpyro_ebm.recipes.build`), train, time.
 
@@ -140,8 +156,9 @@ def train_method(
         pretrained = method.sampler in ("ntebm", "coopflow")
         flow = flow_fn(key_flow, not pretrained)
         if pretrained:
-            flow = pretrain_flow(key_pre, flow, jnp.asarray(data), method.flow.pretrain_steps,
-                                 method.flow.pretrain_lr)
+            flow = pretrain_flow(
+                key_pre, flow, jnp.asarray(data), method.flow.pretrain_steps, method.flow.pretrain_lr
+            )
     ebm, sampler = recipes.build(method.sampler, net, flow, method.options, base=base)
     result, stopped = _train_recovering(ebm, data, sampler, method, key_train, progress, metrics)
     return {
@@ -156,23 +173,37 @@ def train_method(
 def _train_recovering(ebm, data, sampler, method: Method, key, progress, metrics):
     s = method.schedule
     kwargs = dict(
-        key=key, negatives=sampler, optimizer=s.optimizer(), flow_optimizer=s.optimizer(),
-        batch_size=s.batch_size, bank_size=s.bank_size, chunk_size=s.chunk_size,
-        energy_l2=s.energy_l2, metrics=metrics,
+        key=key,
+        negatives=sampler,
+        optimizer=s.optimizer(),
+        flow_optimizer=s.optimizer(),
+        batch_size=s.batch_size,
+        bank_size=s.bank_size,
+        chunk_size=s.chunk_size,
+        energy_l2=s.energy_l2,
+        metrics=metrics,
     )
     # A checkpoint per chunk, so that a baseline whose loss turns NaN still shows how it got there.
     with tempfile.TemporaryDirectory(prefix="numpyro-ebm-reproduce-") as directory:
         try:
-            result = train(ebm, data, num_steps=s.num_steps, checkpoint_dir=directory,
-                           checkpoint_every=s.chunk_size, progress=progress, **kwargs)
+            result = train(
+                ebm,
+                data,
+                num_steps=s.num_steps,
+                checkpoint_dir=directory,
+                checkpoint_every=s.chunk_size,
+                progress=progress,
+                **kwargs,
+            )
             return result, None
         except TrainingDivergedError as err:
             if err.checkpoint is None:
                 raise
             print(f"numpyro-ebm reproduce: {method.name}: {err}", file=sys.stderr)
             done = int(checkpoints.read_manifest(err.checkpoint)["step"])
-            result = train(ebm, data, num_steps=done, checkpoint_dir=directory, resume=True,
-                           progress=False, **kwargs)
+            result = train(
+                ebm, data, num_steps=done, checkpoint_dir=directory, resume=True, progress=False, **kwargs
+            )
             return result, {"step": err.step, "reason": str(err)}
 
 
@@ -189,8 +220,9 @@ def sampler_chains(sampler, ebm, flow, start, step_size, key, calls: int):
         (NaN without global moves).
     """
     if sampler.persistent:
-        return _persistent_chains(dataclasses.replace(sampler, keep="last"), ebm, flow, start,
-                                  jnp.asarray(step_size), key, calls)
+        return _persistent_chains(
+            dataclasses.replace(sampler, keep="last"), ebm, flow, start, jnp.asarray(step_size), key, calls
+        )
     long = dataclasses.replace(sampler, n_steps=sampler.n_steps * calls, keep=calls)
     return _restarting_chains(long, ebm, flow, start, jnp.asarray(step_size), key, calls)
 
@@ -256,8 +288,33 @@ def total_work(metrics: dict[str, Any]) -> dict[str, int]:
     return total
 
 
+def _code_version() -> str:
+    """The package version and, in a git checkout, the commit (``+dirty`` with local changes): two
+    runs can only be expected to agree digit for digit on the same code."""
+    import subprocess
+
+    from numpyro_ebm import __version__
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."],
+            cwd=here.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+{commit}{'.dirty' if dirty else ''}" if commit else __version__
+
+
 def machine() -> dict[str, Any]:
     return {
+        "code_version": _code_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),

@@ -84,8 +84,11 @@ def _stability(steps, weights, spread, truth: float) -> dict[str, Any]:
     escaped = np.flatnonzero(~(spread < DIVERGED))  # NaN counts as escaped
     return {
         "last_quarter": {
-            "mean": float(q.mean()), "min": float(q.min()), "max": float(q.max()),
-            "range": float(np.ptp(q)), "std": float(q.std()),
+            "mean": float(q.mean()),
+            "min": float(q.min()),
+            "max": float(q.max()),
+            "range": float(np.ptp(q)),
+            "std": float(q.std()),
             "mean_abs_error": float(np.abs(q - truth).mean()),
         },
         "last_quarter_range": float(np.ptp(q)),
@@ -115,25 +118,34 @@ def _figures(out: Path, target, results, rows, res: int) -> list[str]:
             else:
                 ax.set_title(f"{name}: NaN or inf on the box")
         if flowmc is not None:
-            plotting.plot_flow_density(flowmc.flow, bounds, resolution=res, ax=axes[-1],
-                                       title="flowMC-EBM's companion flow")
+            plotting.plot_flow_density(
+                flowmc.flow, bounds, resolution=res, ax=axes[-1], title="flowMC-EBM's companion flow"
+            )
 
     def chains(fig):
         axes = np.atleast_1d(fig.subplots(1, len(results)))
         for ax, (name, r) in zip(axes, results.items(), strict=True):
             bank = np.asarray(r.bank)
             background = r.ebm if drawable[name] else None
-            plotting.plot_samples(bank, ax=ax, bounds=bounds, background=background, resolution=res,
-                                  title=f"{name}: negative chains")
+            plotting.plot_samples(
+                bank,
+                ax=ax,
+                bounds=bounds,
+                background=background,
+                resolution=res,
+                title=f"{name}: negative chains",
+            )
 
     def weights(fig):
         ax = fig.add_subplot(1, 1, 1)
         plotting.plot_weight_history(
-            {name: row["history"] for name, row in rows.items()}, true_weight=float(target.weights[1]),
-            ylabel="weight of the (1.5, 1.5) mode", title="mode weight during training (Fig. 1, right)",
+            {name: row["history"] for name, row in rows.items()},
+            true_weight=float(target.weights[1]),
+            ylabel="weight of the (1.5, 1.5) mode",
+            title="mode weight during training (Fig. 1, right)",
             ax=ax,
         )
-        for line, (name, row) in zip(ax.lines, rows.items(), strict=False):
+        for line, row in zip(ax.lines, rows.values(), strict=False):
             if row["negatives_diverged_at_step"] is not None:
                 ax.axvline(row["negatives_diverged_at_step"], color=line.get_color(), linestyle=":")
 
@@ -144,15 +156,23 @@ def _figures(out: Path, target, results, rows, res: int) -> list[str]:
             if drawable[name]:
                 plotting.plot_density(r.ebm, bounds, resolution=res, ax=ax, title=name)
             ax.set(xticks=[], yticks=[], xlabel="", ylabel="")
-        plotting.plot_weight_history({k: row["history"] for k, row in rows.items()}, true_weight=2 / 3,
-                                     ax=fig.add_subplot(1, n + 1, n + 1),
-                                     ylabel="weight of the (1.5, 1.5) mode")
+        plotting.plot_weight_history(
+            {k: row["history"] for k, row in rows.items()},
+            true_weight=2 / 3,
+            ax=fig.add_subplot(1, n + 1, n + 1),
+            ylabel="weight of the (1.5, 1.5) mode",
+        )
 
     names = [plot(out, summary), plot(out, densities, "densities.png", (16, 3.8))]
     centres = np.asarray(target.distribution.means)
     fig = plotting.plot_slice(
-        {name: r.ebm for name, r in results.items() if drawable[name]}, centres[0], centres[1],
-        bounds=bounds, truth=target, resolution=res, title="slice through the two centres",
+        {name: r.ebm for name, r in results.items() if drawable[name]},
+        centres[0],
+        centres[1],
+        bounds=bounds,
+        truth=target,
+        resolution=res,
+        title="slice through the two centres",
     )
     fig.savefig(out / "slice.png", dpi=110)
     import matplotlib.pyplot as plt
@@ -184,13 +204,20 @@ def report(metrics: dict[str, Any], out_dir) -> str:
     for name, s in metrics["methods"].items():
         q = s["last_quarter"]
         span = f"{q['mean']:.3f} [{q['min']:.3f}, {q['max']:.3f}]"
-        lines.append(f"{name:<12} {s['weight']:>6.3f} {span:>30} {s['bank_weight']:>9.3f} "
-                     f"{s['train_seconds']:>6.0f}s")
+        lines.append(
+            f"{name:<12} {s['weight']:>6.3f} {span:>30} {s['bank_weight']:>9.3f} {s['train_seconds']:>6.0f}s"
+        )
         if s["negatives_diverged_at_step"] is not None:
-            lines.append(f"  {name}: the negative chains diverged (max |x| {s['negatives_max_abs']:.2g}) by "
-                         f"step {s['negatives_diverged_at_step']}; its later weights describe a broken model")
+            lines.append(
+                f"  {name}: the negative chains diverged (max |x| {s['negatives_max_abs']:.2g}) by "
+                f"step {s['negatives_diverged_at_step']}; its later weights describe a broken model"
+            )
         if s["training_stopped"] is not None:
-            lines.append(f"  {name}: training stopped at step {s['training_stopped']['step']} (non-finite loss)")
-    lines.append(f"wrote {', '.join(metrics['figures'])} and metrics.json to {out_dir} "
-                 f"({metrics['seconds']:.0f} s in total)")
+            lines.append(
+                f"  {name}: training stopped at step {s['training_stopped']['step']} (non-finite loss)"
+            )
+    lines.append(
+        f"wrote {', '.join(metrics['figures'])} and metrics.json to {out_dir} "
+        f"({metrics['seconds']:.0f} s in total)"
+    )
     return "\n".join(lines)

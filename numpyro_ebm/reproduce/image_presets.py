@@ -60,7 +60,11 @@ CIFAR10 = {
             Schedule(300, 32, 256, 2000, 1e-4, chunk_size=50, energy_l2=1e-4, decay_every=50, lr_decay=0.99),
             ImageArch((3, 32, 32), 8, 8, 1, 2, 500),
             "cpu budget: narrow networks (8 channels), 300 steps, 1 x [1 i-SIR x 16 + 8 MALA]",
-            n_particles=16, n_cycles=1, n_local_steps=8, step_size=1e-4, target_accept=0.6,
+            n_particles=16,
+            n_cycles=1,
+            n_local_steps=8,
+            step_size=1e-4,
+            target_accept=0.6,
         )
     ],
     # quick: the end-to-end smoke run of the tests (tiny networks, a few steps); numbers mean nothing.
@@ -68,7 +72,11 @@ CIFAR10 = {
         _method(
             Schedule(4, 8, 16, 64, 1e-4, chunk_size=2, energy_l2=1e-4, decay_every=50, lr_decay=0.99),
             ImageArch((3, 32, 32), 2, 2, 1, 1, 32),
-            n_particles=4, n_cycles=1, n_local_steps=2, step_size=1e-4, target_accept=0.6,
+            n_particles=4,
+            n_cycles=1,
+            n_local_steps=2,
+            step_size=1e-4,
+            target_accept=0.6,
         )
     ],
 }
@@ -77,21 +85,41 @@ CIFAR10 = {
 _DIGITS_SAMPLER = dict(n_cycles=1, n_local_steps=16, step_size=1e-3, target_accept=0.6)
 DIGITS = {
     "paper": [
-        _method(Schedule(27300, 128, 1024, 1500, 1e-4, chunk_size=50, energy_l2=1e-4, decay_every=50,
-                         lr_decay=0.99), ImageArch((1, 8, 8), 64, 64, 6, 2, 297), n_particles=128, **_SAMPLER)
+        _method(
+            Schedule(
+                27300, 128, 1024, 1500, 1e-4, chunk_size=50, energy_l2=1e-4, decay_every=50, lr_decay=0.99
+            ),
+            ImageArch((1, 8, 8), 64, 64, 6, 2, 297),
+            n_particles=128,
+            **_SAMPLER,
+        )
     ],
     "cpu": [
-        _method(Schedule(3000, 64, 512, 1500, 1e-3, chunk_size=100, energy_l2=1e-4, decay_every=50,
-                         lr_decay=0.99), ImageArch((1, 8, 8), 16, 16, 1, 2, 297),
-                "cpu budget: 16-channel networks, 3,000 steps at 1e-3, 1 x [1 i-SIR x 32 + 16 MALA]",
-                n_particles=32, **_DIGITS_SAMPLER)
+        _method(
+            Schedule(
+                3000, 64, 512, 1500, 1e-3, chunk_size=100, energy_l2=1e-4, decay_every=50, lr_decay=0.99
+            ),
+            ImageArch((1, 8, 8), 16, 16, 1, 2, 297),
+            "cpu budget: 16-channel networks, 3,000 steps at 1e-3, 1 x [1 i-SIR x 32 + 16 MALA]",
+            n_particles=32,
+            **_DIGITS_SAMPLER,
+        )
     ],
     "quick": [
-        _method(Schedule(4, 8, 16, 64, 1e-3, chunk_size=2, energy_l2=1e-4, decay_every=50, lr_decay=0.99),
-                ImageArch((1, 8, 8), 2, 2, 1, 1, 32), n_particles=4, n_cycles=1, n_local_steps=2,
-                step_size=1e-3, target_accept=0.6)
+        _method(
+            Schedule(4, 8, 16, 64, 1e-3, chunk_size=2, energy_l2=1e-4, decay_every=50, lr_decay=0.99),
+            ImageArch((1, 8, 8), 2, 2, 1, 1, 32),
+            n_particles=4,
+            n_cycles=1,
+            n_local_steps=2,
+            step_size=1e-3,
+            target_accept=0.6,
+        )
     ],
 }
 # Evaluation: chains for the sample grid (Fig. 8) and sampler calls they run.
-IMAGE_EVAL = {"paper": dict(grid=64, grid_calls=16), "cpu": dict(grid=64, grid_calls=4),
-              "quick": dict(grid=8, grid_calls=2)}
+IMAGE_EVAL = {
+    "paper": dict(grid=64, grid_calls=16),
+    "cpu": dict(grid=64, grid_calls=4),
+    "quick": dict(grid=8, grid_calls=2),
+}

@@ -42,8 +42,9 @@ def cifar10(preset: str, key, progress: bool, out_dir: Path, data: str | Path) -
     test_u8, test_labels = im.load_cifar10(data, split="test", limit=arch.num_test, flat=True)
     x = im.random_flip(key_flip, im.dequantize(key_deq, train_u8, 256), image_shape=arch.image_shape)
     x_test = im.dequantize(key_test, test_u8, 256)
-    return _experiment(method, preset, key, progress, out_dir, (x, train_labels), (x_test, test_labels),
-                       im.CIFAR10_CLASSES)
+    return _experiment(
+        method, preset, key, progress, out_dir, (x, train_labels), (x_test, test_labels), im.CIFAR10_CLASSES
+    )
 
 
 def digits(preset: str, key, progress: bool, out_dir: Path) -> dict[str, Any]:
@@ -57,8 +58,16 @@ def digits(preset: str, key, progress: bool, out_dir: Path) -> dict[str, Any]:
     n = method.schedule.num_data
     train, test = order[:n], order[n : n + method.flow.num_test]
     x, labels = np.asarray(x), np.asarray(labels)
-    return _experiment(method, preset, key, progress, out_dir, (x[train], labels[train]),
-                       (x[test], labels[test]), tuple(str(d) for d in range(10)))
+    return _experiment(
+        method,
+        preset,
+        key,
+        progress,
+        out_dir,
+        (x[train], labels[train]),
+        (x[test], labels[test]),
+        tuple(str(d) for d in range(10)),
+    )
 
 
 def _experiment(method, preset, key, progress, out_dir, train_set, test_set, classes) -> dict[str, Any]:
@@ -71,17 +80,21 @@ def _experiment(method, preset, key, progress, out_dir, train_set, test_set, cla
     flow_fn = lambda k, identity: im.realnvp_image_flow(  # noqa: E731
         k, arch.image_shape, width=arch.flow_width, blocks=arch.flow_blocks, scales=arch.flow_scales
     )
-    trained = train_method(method, x, key_train, net=net, flow_fn=flow_fn, base=im.image_tilt(dim),
-                           progress=progress)
+    trained = train_method(
+        method, x, key_train, net=net, flow_fn=flow_fn, base=im.image_tilt(dim), progress=progress
+    )
     t0 = time.perf_counter()
     result, sampler = trained["result"], trained["sampler"]
     ev = IMAGE_EVAL[preset]
     start, flow = chain_starts(sampler, result.ebm, result.flow, result.bank, key_eval, ev["grid"])
-    chains, accept = sampler_chains(sampler, result.ebm, flow, start, result.step_size,
-                                    jax.random.fold_in(key_eval, 1), ev["grid_calls"])
+    chains, accept = sampler_chains(
+        sampler, result.ebm, flow, start, result.step_size, jax.random.fold_in(key_eval, 1), ev["grid_calls"]
+    )
     samples = np.asarray(chains[:, -1])
     energy = jax.jit(jax.vmap(result.ebm.net))
-    e_neg, e_train, e_test = (np.asarray(energy(jnp.asarray(a))) for a in (result.bank, x[: x_test.shape[0]], x_test))
+    e_neg, e_train, e_test = (
+        np.asarray(energy(jnp.asarray(a))) for a in (result.bank, x[: x_test.shape[0]], x_test)
+    )
     classifier = im.fit_digit_classifier(np.asarray(x), labels)
     balance = im.class_balance(samples, classifier, n_classes=len(classes))
     data_balance = np.bincount(labels, minlength=len(classes)) / labels.size
@@ -92,13 +105,18 @@ def _experiment(method, preset, key, progress, out_dir, train_set, test_set, cla
                 "local_accept": last(result.history, "local_accept"),
                 "chains_global_accept": float(accept),
                 "step_size": float(result.step_size),
-                "energy_mean": {"negatives": float(np.mean(e_neg)), "train": float(np.mean(e_train)),
-                                "test": float(np.mean(e_test))},
+                "energy_mean": {
+                    "negatives": float(np.mean(e_neg)),
+                    "train": float(np.mean(e_train)),
+                    "test": float(np.mean(e_test)),
+                },
                 "energy_gap": float(np.mean(e_neg) - np.mean(e_test)),
                 "class_balance": dict(zip(classes, balance.tolist(), strict=True)),
                 "data_class_balance": dict(zip(classes, data_balance.tolist(), strict=True)),
                 "class_balance_tv": float(0.5 * np.abs(balance - data_balance).sum()),
-                "classifier_test_accuracy": float(np.mean(classifier.predict(np.asarray(x_test)) == test_labels)),
+                "classifier_test_accuracy": float(
+                    np.mean(classifier.predict(np.asarray(x_test)) == test_labels)
+                ),
                 "samples_finite": bool(np.all(np.isfinite(samples))),
                 "training_stopped": trained["stopped"],
                 "train_seconds": trained["train_seconds"],
@@ -114,7 +132,12 @@ def _experiment(method, preset, key, progress, out_dir, train_set, test_set, cla
     }
     shape = arch.image_shape
     n_show = min(samples.shape[0], np.asarray(x).shape[0])
-    plot(out_dir, lambda fig: _grids(fig, samples[:n_show], np.asarray(x)[:n_show], shape), "samples.png", (10, 5))
+    plot(
+        out_dir,
+        lambda fig: _grids(fig, samples[:n_show], np.asarray(x)[:n_show], shape),
+        "samples.png",
+        (10, 5),
+    )
     plot(out_dir, lambda fig: _histograms(fig, e_neg, e_train, e_test), "energies.png", (6, 4))
     plot(out_dir, lambda fig: _grids(fig, samples[:n_show], np.asarray(x)[:n_show], shape), size=(10, 5))
     out["figures"] = ["samples.png", "energies.png", "figure.png"]
@@ -129,7 +152,9 @@ def _count(tree) -> int:
 
 def _grids(fig, samples, data, shape):
     """Fig. 8: chains' last states beside training images."""
-    for i, (title, x) in enumerate((("EBM samples (chains' last states)", samples), ("training images", data))):
+    for i, (title, x) in enumerate(
+        (("EBM samples (chains' last states)", samples), ("training images", data))
+    ):
         ax = fig.add_subplot(1, 2, i + 1)
         grid = im.tile_images(np.clip(x, 0, 1), shape, ncols=int(np.ceil(np.sqrt(len(x)))))
         ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)

@@ -22,7 +22,13 @@ import numpy as np
 
 from numpyro_ebm import datasets, diagnostics, recipes
 from numpyro_ebm.reproduce.common import (
-    chain_starts, last, plot, sampler_chains, sampler_work, settings, train_method,
+    chain_starts,
+    last,
+    plot,
+    sampler_chains,
+    sampler_work,
+    settings,
+    train_method,
 )
 from numpyro_ebm.reproduce.mixture_presets import TABLE2_DIMS, TABLE2_RHAT, TABLE2_WIDTH
 from numpyro_ebm.reproduce.presets import config
@@ -68,7 +74,9 @@ def table2(preset: str, key, progress: bool, out_dir: Path, dims=None) -> dict[s
     dims = TABLE2_DIMS[preset] if dims is None else tuple(dims)
     rhat = TABLE2_RHAT[preset]
     out: dict[str, Any] = {"dims": {}, "rhat_chains": rhat["chains"], "rhat_calls": rhat["calls"]}
-    out["paper_max_rhat"] = {name: dict(zip(("16", "32", "64"), v, strict=True)) for name, v in PAPER_RHAT.items()}
+    out["paper_max_rhat"] = {
+        name: dict(zip(("16", "32", "64"), v, strict=True)) for name, v in PAPER_RHAT.items()
+    }
     curves = {}
     for d in dims:
         target = datasets.gaussian_mixture_target(d)
@@ -79,8 +87,9 @@ def table2(preset: str, key, progress: bool, out_dir: Path, dims=None) -> dict[s
             data = target.sample(key_data, method.schedule.num_data)
             key_i = jax.random.fold_in(key_run, i)
             clock = _RhatClock(method, rhat["chains"], rhat["history_calls"], jax.random.fold_in(key_i, 7))
-            trained = train_method(method, data, key_i, target=target, progress=progress,
-                                   metrics={"rhat": clock})
+            trained = train_method(
+                method, data, key_i, target=target, progress=progress, metrics={"rhat": clock}
+            )
             row = _evaluate(trained, method, target, rhat, jax.random.fold_in(key_rhat, i), key_is)
             h = trained["result"].history
             row["rhat_history"] = {
@@ -101,8 +110,9 @@ def _evaluate(trained, method, target, rhat, key, key_is) -> dict[str, Any]:
     t0 = time.perf_counter()
     result, sampler = trained["result"], trained["sampler"]
     start, flow = chain_starts(sampler, result.ebm, result.flow, result.bank, key, rhat["chains"])
-    chains, accept = sampler_chains(sampler, result.ebm, flow, start, result.step_size,
-                                    jax.random.fold_in(key, 1), rhat["calls"])
+    chains, accept = sampler_chains(
+        sampler, result.ebm, flow, start, result.step_size, jax.random.fold_in(key, 1), rhat["calls"]
+    )
     chains = np.asarray(chains)
     flat = chains.reshape(-1, chains.shape[-1])
     row = {
@@ -117,17 +127,19 @@ def _evaluate(trained, method, target, rhat, key, key_is) -> dict[str, Any]:
     else:  # no flow to propose from: ULA-EBM
         row.update({"mode_weights_is": None, "is_ess": None})
     per_call = sampler_work(method.sampler, method.options, rhat["chains"])
-    row.update({
-        "step_size": float(result.step_size),
-        "global_accept": last(result.history, "global_accept"),
-        "local_accept": last(result.history, "local_accept"),
-        "training_stopped": trained["stopped"],
-        "train_seconds": trained["train_seconds"],
-        "eval_seconds": time.perf_counter() - t0,
-        "work": trained["work"],
-        "eval_work": {k: v * rhat["calls"] for k, v in per_call.items()},
-        "settings": settings(method),
-    })
+    row.update(
+        {
+            "step_size": float(result.step_size),
+            "global_accept": last(result.history, "global_accept"),
+            "local_accept": last(result.history, "local_accept"),
+            "training_stopped": trained["stopped"],
+            "train_seconds": trained["train_seconds"],
+            "eval_seconds": time.perf_counter() - t0,
+            "work": trained["work"],
+            "eval_work": {k: v * rhat["calls"] for k, v in per_call.items()},
+            "settings": settings(method),
+        }
+    )
     return row
 
 
@@ -143,7 +155,7 @@ def _is_mode_weights(ebm, flow, target, key, n: int = 20000) -> dict[str, Any]:
 
 def _order(rows: dict[str, Any]) -> list[str]:
     """Method names from the best (lowest) max R-hat to the worst; NaN (a frozen chain) last."""
-    key = lambda name: (np.nan_to_num(rows[name]["max_rhat"], nan=np.inf))  # noqa: E731
+    key = lambda name: np.nan_to_num(rows[name]["max_rhat"], nan=np.inf)  # noqa: E731
     return sorted(rows, key=key)
 
 
@@ -154,7 +166,6 @@ def _figure6(fig, curves, dims):
         for (dd, name), (times, values) in curves.items():
             if dd == d:
                 ax.plot(np.maximum(times, 1e-3), values, marker="o", ms=3, label=name)
-        ax.set(xscale="log", yscale="log", xlabel="training time (s)", ylabel="max R-hat",
-               title=f"d = {d}")
+        ax.set(xscale="log", yscale="log", xlabel="training time (s)", ylabel="max R-hat", title=f"d = {d}")
         ax.axhline(1.01, color="k", lw=0.6, ls=":")
         ax.legend(fontsize=7)

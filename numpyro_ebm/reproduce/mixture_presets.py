@@ -53,12 +53,25 @@ TABLE2 = {
         _flowmc(_T2_PAPER, n_particles=128, n_cycles=16, n_local_steps=8, keep=16, **_T2_MALA),
     ],
     "cpu": [
-        _coopflow(replace(_CPU_BASELINE, lr=1e-3, lr_final=1e-5), _PRETRAINED, _CPU_NOTE,
-                  step_size=1e-4, n_steps=256),
+        _coopflow(
+            replace(_CPU_BASELINE, lr=1e-3, lr_final=1e-5),
+            _PRETRAINED,
+            _CPU_NOTE,
+            step_size=1e-4,
+            n_steps=256,
+        ),
         _ntebm(_CPU_BASELINE, _PRETRAINED, _CPU_NOTE, n_steps=128, target_accept=0.75),
         _ula(_CPU_BASELINE, _CPU_NOTE, n_steps=512, **_ULA),
-        _flowmc(_T2_CPU, FlowArch(), "cpu budget: 2 of 16 stacked steps, 64 of 128 particles, "
-                "2,000 training steps", n_particles=64, n_cycles=2, n_local_steps=8, keep=4, **_T2_MALA),
+        _flowmc(
+            _T2_CPU,
+            FlowArch(),
+            "cpu budget: 2 of 16 stacked steps, 64 of 128 particles, 2,000 training steps",
+            n_particles=64,
+            n_cycles=2,
+            n_local_steps=8,
+            keep=4,
+            **_T2_MALA,
+        ),
     ],
     "quick": [
         _coopflow(_T2_QUICK, _QUICK_FLOW, step_size=1e-4, n_steps=4),

@@ -56,9 +56,7 @@ def _adam(schedule: Schedule):
     import optax  # lazy: this module is read by the command line's --help
 
     if schedule.decay_every is not None:
-        rate = optax.exponential_decay(
-            schedule.lr, schedule.decay_every, schedule.lr_decay, staircase=True
-        )
+        rate = optax.exponential_decay(schedule.lr, schedule.decay_every, schedule.lr_decay, staircase=True)
         return optax.adam(rate)
     if schedule.lr_final is None:
         return optax.adam(schedule.lr)
@@ -180,17 +178,27 @@ TABLE3 = {
     "cpu": [
         _flowmc(_T3_CPU, n_particles=32, n_cycles=1, n_local_steps=15, keep=4, step_size=0.02),
         _ula(
-            _T3_CPU_BASELINE, _SHORT.format(64, 512), step_size=0.125**2 / 2, n_steps=64,
-            start="uniform", start_scale=4.5,
+            _T3_CPU_BASELINE,
+            _SHORT.format(64, 512),
+            step_size=0.125**2 / 2,
+            n_steps=64,
+            start="uniform",
+            start_scale=4.5,
         ),
         # NT-EBM at the paper's 1e-2 diverged here (energies of -1e8 within 400 steps): 1e-3.
         _ntebm(
-            replace(_T3_CPU_BASELINE, lr=1e-3, lr_final=1e-5), _PRETRAINED,
-            _SHORT.format(32, 128) + "; lr 1e-3 (1e-2 diverged)", n_steps=32, target_accept=0.75,
+            replace(_T3_CPU_BASELINE, lr=1e-3, lr_final=1e-5),
+            _PRETRAINED,
+            _SHORT.format(32, 128) + "; lr 1e-3 (1e-2 diverged)",
+            n_steps=32,
+            target_accept=0.75,
         ),
         _coopflow(
-            replace(_T3_CPU_BASELINE, lr=1e-3, lr_final=1e-5), _PRETRAINED, _SHORT.format(64, 256),
-            step_size=5e-4, n_steps=64,
+            replace(_T3_CPU_BASELINE, lr=1e-3, lr_final=1e-5),
+            _PRETRAINED,
+            _SHORT.format(64, 256),
+            step_size=5e-4,
+            n_steps=64,
         ),
     ],
     "quick": [
@@ -233,8 +241,8 @@ def check(name: str, preset: str) -> None:
 
 
 def _register():
-    from numpyro_ebm.reproduce.mixture_presets import TABLE2
     from numpyro_ebm.reproduce.image_presets import CIFAR10, DIGITS
+    from numpyro_ebm.reproduce.mixture_presets import TABLE2
 
     return {
         "figure1": FIGURE1,

@@ -120,7 +120,6 @@ def _log_density_error_variants(ebm, target, key, res: int, n: int = 10000) -> d
     }
 
 
-
 def _density_panel(ax, ebm_or_target, bounds, res, title):
     plotting.plot_density(ebm_or_target, bounds, resolution=res, ax=ax)
     ax.set_title(title, fontsize=9)
