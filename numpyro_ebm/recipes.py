@@ -103,8 +103,8 @@ def build(name: str, net, flow=None, options: dict[str, Any] | None = None, *, b
         >>> from numpyro_ebm.nets import ToyNet
         >>> flow = default_flow(jax.random.key(0), 2, identity_init=True)
         >>> ebm, sampler = build("flowmc", ToyNet(2, key=jax.random.key(1)), flow, {"n_particles": 8})
-        >>> type(sampler).__name__, ebm.base is flow.base_dist
-        ('FlowMC', True)
+        >>> type(sampler).__name__, ebm.dim, ebm.base is not None  # tilted by the flow's base
+        ('FlowMC', 2, True)
     """
     from numpyro_ebm.energy import EnergyModel
 
