@@ -339,7 +339,7 @@ def tile_images(
     """
     x = np.asarray(images, np.float64)
     shape = tuple(int(s) for s in image_shape)
-    c, (h, w) = (shape[0] if len(shape) == 3 else 0), shape[-2:]
+    c, (h, w) = (shape[0] if len(shape) == 3 and shape[0] > 1 else 0), shape[-2:]  # 1 channel: grey
     size = max(c, 1) * h * w
     if x.ndim != 2 or x.shape[1] != size:
         raise ValueError(f"images must have shape (n, {size}) for image_shape {shape}; got {x.shape}.")
