@@ -118,6 +118,7 @@ def run(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    where = machine()  # before the run: the code version it started with
     metrics = EXPERIMENTS[name](preset, jax.random.key(int(key)), progress, out_dir, **options)
     metrics = {
         "experiment": name,
@@ -125,7 +126,7 @@ def run(
         "key": int(key),
         **metrics,
         "seconds": time.perf_counter() - t0,
-        "machine": machine(),
+        "machine": where,
     }
     metrics["work"] = total_work(metrics)
     write_json(out_dir / "metrics.json", jsonable(metrics))
