@@ -98,10 +98,13 @@ def run(
         wall time, the work (sampler evaluations), the settings and the machine.
 
     Example:
+        A minute on a CPU, so the doctests skip it (tests/test_reproduce.py runs it):
+
         >>> import tempfile
         >>> from numpyro_ebm import reproduce
-        >>> m = reproduce.run("figure1", preset="quick", out_dir=tempfile.mkdtemp(), progress=False)
-        >>> sorted(m["methods"])
+        >>> m = reproduce.run("figure1", preset="quick", out_dir=tempfile.mkdtemp(),
+        ...                   progress=False)  # doctest: +SKIP
+        >>> sorted(m["methods"])  # doctest: +SKIP
         ['ULA-EBM', 'flowMC-EBM']
     """
     check(name, preset)
