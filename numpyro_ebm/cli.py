@@ -27,92 +27,47 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import os
 import sys
 from pathlib import Path
 
-from numpyro_ebm import demo
-from numpyro_ebm._json import jsonable
-from numpyro_ebm.commands import evaluate, sample, train
-from numpyro_ebm.runs import PROG, SAMPLERS, UsageError
+# Nothing here imports JAX: `--help` and usage errors answer at once; each subcommand imports
+# its work (and JAX) when it runs (tests/test_cli.py checks sys.modules).
+from numpyro_ebm.commands.arguments import add_train_arguments, reproduce_summary
+from numpyro_ebm.commands.arguments import dims as _dims
+from numpyro_ebm.commands.arguments import nonnegative_int as _nonnegative_int
+from numpyro_ebm.commands.arguments import positive_float as _positive_float
+from numpyro_ebm.commands.arguments import positive_int as _positive_int
+from numpyro_ebm.commands.options import OPTIONS, PROG, UsageError
+from numpyro_ebm.recipes import SAMPLERS
 
 __all__ = ["main", "build_parser", "UsageError", "SAMPLERS", "EXPERIMENTS", "PRESETS"]
 
-EXPERIMENTS = ("table1", "table2", "table3", "figure1")
+EXPERIMENTS = ("table1", "table2", "table3", "figure1", "cifar10", "digits")
 PRESETS = ("quick", "cpu", "paper")
-
-
-# ------------------------------------------------------------------------------ argument types
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}")
-    return value
-
-
-def _widths(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"must be positive integers separated by commas, e.g. 32,64; got {text!r}"
-        )
-    return values
-
-
-def _dims(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"must be positive integers separated by commas, e.g. 16,32,64; got {text!r}"
-        )
-    return values
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number; got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number; got {text!r}")
-    return value
 
 
 # ------------------------------------------------------------------------------- subcommands
 
 
 def _cmd_demo(args) -> int:
+    from numpyro_ebm import demo
+
+    if args.quick and args.preset not in (None, "quick"):
+        raise UsageError(f"--quick means --preset quick; it contradicts --preset {args.preset}. Drop one.")
     progress = not args.no_progress
-    metrics = demo.run_demo(args.out, steps=args.steps, quick=args.quick, seed=args.seed, progress=progress)
+    metrics = demo.run_demo(
+        args.out, steps=args.steps, quick=args.quick, seed=args.seed, progress=progress, preset=args.preset
+    )
     print(demo.report(metrics, args.out))
     return 0
 
 
 def _cmd_train(args) -> int:
+    from numpyro_ebm.commands import train
+
     out = Path(args.out)
-    given = {k: getattr(args, k) for k in train.OPTIONS if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
     config = train.resolve_config(given, steps=args.steps, out=out, resume=args.resume)
     manifest = train.train_run(config, out, resume=args.resume, progress=not args.no_progress)
     print(train.report(manifest, out))
@@ -120,6 +75,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_sample(args) -> int:
+    from numpyro_ebm.commands import sample
+
     summary = sample.sample_run(
         args.run,
         out=args.out,
@@ -139,6 +96,8 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    from numpyro_ebm.commands import evaluate
+
     result = evaluate.evaluate_run(
         args.run,
         data=args.data,
@@ -163,6 +122,16 @@ def _cmd_reproduce(args) -> int:
                 f"--dims applies to table2 only (the mixture's dimensions); drop it for {args.experiment}."
             )
         extra["dims"] = args.dims
+    if args.data is not None:
+        if args.experiment != "cifar10":
+            raise UsageError(f"--data applies to cifar10 only; drop it for {args.experiment}.")
+        extra["data"] = args.data
+    elif args.experiment == "cifar10":
+        raise UsageError(
+            "reproduce cifar10 needs --data DIR, the 'cifar-10-batches-bin' folder of the binary "
+            "CIFAR-10 (cifar-10-binary.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html; "
+            "nothing is downloaded)."
+        )
     try:
         reproduce = importlib.import_module("numpyro_ebm.reproduce")
     except ModuleNotFoundError as err:
@@ -182,69 +151,10 @@ def _cmd_reproduce(args) -> int:
     result = reproduce.run(
         args.experiment, preset=preset, out_dir=out, key=args.seed, progress=not args.no_progress, **extra
     )
-    print(_reproduce_summary(jsonable(result), out))
+    from numpyro_ebm._json import jsonable
+
+    print(reproduce_summary(jsonable(result), out))
     return 0
-
-
-# The paper's numbers of each experiment, in the order of its table (the rest is in metrics.json).
-_HEADLINE = {
-    "figure1": ("weight", "weight_error", "bank_weight", "last_quarter_range"),
-    "table3": ("init_vs_ebm", "negatives_vs_ebm", "ebm_vs_target", "ebm_weights"),
-    "table1": (
-        "median_sq_log_density_error",
-        "median_sq_log_density_error_whole_box",
-        "median_sq_log_density_error_at_data",
-    ),
-    "table2": ("max_rhat", "min_ess", "mode_weights_chains", "mode_weights_is"),
-}
-
-
-def _reproduce_summary(result: dict, out: Path) -> str:
-    """A few lines: the experiment, then each method's headline numbers (one line per method, per
-    data set or dimension for table1 and table2) and its training time; no histories or settings."""
-
-    def fmt(v):
-        if v is None:  # NaN or inf in the JSON
-            return "n/a"
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        if isinstance(v, list) and all(isinstance(x, float) for x in v):
-            return "/".join(f"{x:.3f}" for x in v)
-        return str(v)
-
-    def row(values) -> str:
-        if not isinstance(values, dict):
-            return str(values)
-        keys = [k for k in _HEADLINE.get(result.get("experiment"), ()) if k in values]
-        if not keys:  # an experiment this module does not know: its scalars
-            keys = [k for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)]
-        if isinstance(values.get("train_seconds"), float) and "train_seconds" not in keys:
-            keys.append("train_seconds")
-        return ", ".join(f"{k} {fmt(values[k])}" for k in keys)
-
-    head = f"reproduce {result.get('experiment')} (preset {result.get('preset')}"
-    head += f", key {result['key']})" if "key" in result else ")"
-    if isinstance(result.get("seconds"), float):
-        head += f": {result['seconds']:.0f} s"
-    if "truth" in result:
-        head += f"; truth {fmt(result['truth'])}"
-    lines = [head]
-    if isinstance(result.get("methods"), dict):
-        groups = {"": result["methods"]}
-    else:
-        groups = {
-            f"{kind} {name}": entry.get("methods", {})
-            for kind, field in (("data set", "datasets"), ("d =", "dims"))
-            for name, entry in (result.get(field) or {}).items()
-        }
-    for label, methods in groups.items():
-        indent = "  "
-        if label:
-            lines.append(f"  {label}:")
-            indent = "    "
-        lines.extend(f"{indent}{name}: {row(values)}" for name, values in methods.items())
-    lines.append(f"wrote metrics.json and figure.png to {out}")
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------- parser
@@ -268,7 +178,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``numpyro-ebm`` (one subparser per subcommand)."""
-    from numpyro_ebm import __version__
+    from numpyro_ebm import __version__  # the package's __init__ imports nothing heavy
 
     parser = _Parser(
         prog=PROG,
@@ -292,20 +202,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "demo",
         "the paper's 2:1 example: flowMC-EBM beside ULA-EBM (the default job)",
-        "Train flowMC-EBM (i-SIR, 32 particles, [1 i-SIR + 4 MALA] x 2, step 0.01) and ULA-EBM (10 ULA steps "
-        "of 0.01) on the 2:1 two-mode mixture with the same data and steps (batch 64, bank 1024; both "
-        "learning rates decay linearly from 1e-2 to 1e-4), record the weight of the (1.5, 1.5) mode during "
-        "training, write figures and metrics.json.",
+        "`reproduce figure1` at the cpu preset: train flowMC-EBM (i-SIR, 32 particles, "
+        "[1 i-SIR + 4 MALA] x 2, step 0.01) and ULA-EBM (10 ULA steps of 0.01) on the 2:1 two-mode "
+        "mixture with the same data and "
+        "steps (4000 steps, batch 64, bank 1024; both learning rates cosine-decayed from 1e-2 to 1e-5), "
+        "record the weight of the (1.5, 1.5) mode during training, write figures and metrics.json.",
     )
     p.add_argument("--out", default=f"{PROG}-demo", help="output folder")
     p.add_argument(
         "--steps",
         type=_positive_int,
         default=None,
-        help=f"training steps per method (default {demo.DEFAULT['steps']}; "
-        f"{demo.QUICK['steps']} with --quick)",
+        help="training steps per method (default: the preset's; 4000 for cpu, 40 for quick)",
     )
-    p.add_argument("--quick", action="store_true", help="a few seconds' version, for tests")
+    p.add_argument("--quick", action="store_true", help="same as --preset quick: seconds, for tests")
+    p.add_argument("--preset", choices=PRESETS, default=None, help="figure1's preset (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=_cmd_demo)
 
@@ -315,89 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Train a ToyNet EBM (Nijkamp et al. 2020) by contrastive maximum likelihood with the chosen negative "
         "sampler; checkpoints go to OUT/checkpoints and the final model to OUT (model.eqx + run.json).",
     )
-    p.add_argument(
-        "--data",
-        help="a named set (two_modes, two_gaussians, line_of_four, eight_gaussians, rings, "
-        "gaussian_mixture) or a .npy/.csv file holding an (n, dim) array, dim >= 2",
-    )
-    p.add_argument(
-        "--sampler",
-        choices=SAMPLERS,
-        help="negative sampler (flowmc: flowMC-EBM; ula, mala: PCD "
-        "baselines; shortrun: short-run ULA from noise; ntebm; coopflow)",
-    )
-    p.add_argument(
-        "--steps", type=_positive_int, required=True, help="training steps (in total, when resuming)"
-    )
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
-    )
-    p.add_argument("--dim", type=_positive_int, help="dimension of --data gaussian_mixture (default: none)")
-    p.add_argument(
-        "--num-data",
-        type=_positive_int,
-        help=f"points drawn from a named set (default {train.OPTIONS['num_data']})",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        help=f"data points and negatives per step (default {train.OPTIONS['batch_size']})",
-    )
-    p.add_argument(
-        "--bank-size",
-        type=_positive_int,
-        help=f"persistent negative chains (default {train.OPTIONS['bank_size']})",
-    )
-    p.add_argument(
-        "--lr", type=_positive_float, help=f"Adam learning rate of the EBM (default {train.OPTIONS['lr']})"
-    )
-    p.add_argument(
-        "--flow-lr",
-        type=_positive_float,
-        help=f"Adam learning rate of the flow (default {train.OPTIONS['flow_lr']})",
-    )
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument(
-        "--chunk-size",
-        type=_positive_int,
-        help=f"steps per compiled chunk (default {train.OPTIONS['chunk_size']})",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=_positive_int,
-        help=f"steps between checkpoints (default {train.OPTIONS['checkpoint_every']})",
-    )
-    p.add_argument(
-        "--step-size",
-        type=_positive_float,
-        help="step size of the sampler's Langevin/MALA moves (default: "
-        "the sampler's, 0.01 except coopflow 5e-4)",
-    )
-    p.add_argument(
-        "--n-steps",
-        type=_positive_int,
-        help="Langevin/MALA steps per training step, for all samplers "
-        "but flowmc (default: ula, mala 10; shortrun 50; ntebm 128; coopflow 256)",
-    )
-    p.add_argument("--n-local-steps", type=_nonnegative_int, help="flowmc: MALA steps per cycle (default 4)")
-    p.add_argument(
-        "--n-cycles", type=_positive_int, help="flowmc: [i-SIR + MALA] cycles per training step (default 2)"
-    )
-    p.add_argument("--n-particles", type=_positive_int, help="flowmc: i-SIR particles (default 32)")
-    p.add_argument(
-        "--pretrain-flow",
-        type=_nonnegative_int,
-        help="coopflow, ntebm: fit the flow to the data for this "
-        "many Adam steps first (default: coopflow 1000, ntebm 0)",
-    )
-    p.add_argument(
-        "--net-widths", type=_widths, help="hidden widths of the ToyNet energy (default 32,64,64,64)"
-    )
-    p.add_argument("--flow-layers", type=_positive_int, help="coupling layers of the flow (default 4)")
-    p.add_argument(
-        "--flow-width", type=_positive_int, help="hidden width of the flow's conditioners (default 32)"
-    )
+    add_train_arguments(p)
     p.set_defaults(func=_cmd_train)
 
     p = add(
@@ -457,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_dims,
         help="table2 only: the mixture's dimensions, comma-separated, e.g. 16 or 16,32 (default: the "
         "preset's, 16,32,64; quick: 4)",
+    )
+    p.add_argument(
+        "--data",
+        help="cifar10 only (and required): the 'cifar-10-batches-bin' folder of the binary CIFAR-10 "
+        "(never downloaded)",
     )
     p.set_defaults(func=_cmd_reproduce)
     return parser

@@ -32,9 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_ebm import datasets
+from numpyro_ebm import datasets, recipes
 from numpyro_ebm._json import jsonable, write_json
-from numpyro_ebm.energy import EnergyModel
+from numpyro_ebm.commands.options import PROG, UsageError
 from numpyro_ebm.flows import default_flow
 from numpyro_ebm.nets import ToyNet
 
@@ -51,28 +51,11 @@ __all__ = [
     "RUN_FORMAT",
 ]
 
-PROG = "numpyro-ebm"
-SAMPLERS = ("flowmc", "ula", "mala", "shortrun", "ntebm", "coopflow")
+SAMPLERS = recipes.SAMPLERS
 RUN_FORMAT = "numpyro-ebm-run/1"
 MODEL_FILE, RUN_FILE, CONFIG_FILE = "model.eqx", "run.json", "config.json"
-
-# The tilt of each sampler's EBM: the flow's base (flowMC-EBM, CoopFlow), none (the paper's
-# ULA-EBM baseline trains exp(-E)), or the flow itself, trained with the energy (NT-EBM).
-TILT = {
-    "flowmc": "base",
-    "coopflow": "base",
-    "ntebm": "flow",
-    "ula": "none",
-    "mala": "none",
-    "shortrun": "none",
-}
-HAS_FLOW = ("flowmc", "coopflow", "ntebm")
 NET = {"kind": "ToyNet", "widths": [32, 64, 64, 64], "negative_slope": 0.05}
 FLOW = {"flow_layers": 4, "nn_width": 32, "nn_depth": 1, "knots": 8, "interval": 4.0}
-
-
-class UsageError(Exception):
-    """A user error: printed as one line (what is wrong and how to fix it), exit status 2."""
 
 
 class Run(NamedTuple):
@@ -94,15 +77,17 @@ class Run(NamedTuple):
 # ------------------------------------------------------------------------------------ models
 
 
-def build_models(key, dim: int, sampler: str, net_cfg: dict, flow_cfg: dict | None):
+def build_models(key, dim: int, sampler: str, net_cfg: dict, flow_cfg: dict | None, tilt: str | None = None):
     """A run's EBM and flow, freshly initialised: the skeleton that :func:`load_run` fills in.
 
     Args:
         key: PRNG key of the initialisation.
         dim: dimension of the data.
-        sampler: one of ``SAMPLERS``; sets the EBM's tilt (``TILT``).
+        sampler: one of ``SAMPLERS``; sets the EBM's tilt (:func:`numpyro_ebm.recipes.tilt_of`).
         net_cfg: ``ToyNet`` settings, as ``NET``.
         flow_cfg: ``default_flow`` settings, as ``FLOW``; ``None`` for samplers without a flow.
+        tilt: the tilt a saved run was trained with (``run.json``'s ``tilt``); default: the
+            sampler's today.
 
     Returns:
         ``(ebm, flow)``; ``flow`` is ``None`` when ``flow_cfg`` is.
@@ -115,19 +100,19 @@ def build_models(key, dim: int, sampler: str, net_cfg: dict, flow_cfg: dict | No
     key_net, key_flow = jax.random.split(key)
     net = ToyNet(dim, key=key_net, widths=tuple(net_cfg["widths"]), negative_slope=net_cfg["negative_slope"])
     flow = None if flow_cfg is None else default_flow(key_flow, dim, identity_init=True, **flow_cfg)
-    tilt = TILT[sampler]
-    if tilt == "base":
-        ebm = EnergyModel(net, flow.base_dist)
-    elif tilt == "flow":
-        ebm = EnergyModel(net, flow, trainable_base=True)
-    else:
-        ebm = EnergyModel(net, None)
+    if tilt is None or tilt == recipes.tilt_of(sampler):
+        ebm, _ = recipes.build(sampler, net, flow)
+    else:  # a run saved when this sampler's tilt was another one
+        from numpyro_ebm.energy import EnergyModel
+
+        base = {"base": getattr(flow, "base_dist", None), "flow": flow, "none": None}[tilt]
+        ebm = EnergyModel(net, base, trainable_base=tilt == "flow")
     return ebm, flow
 
 
-def _state_to_save(ebm, flow, bank, sampler: str) -> dict:
+def _state_to_save(ebm, flow, bank, tilt: str) -> dict:
     # NT-EBM's flow is the EBM's tilt: saved once, inside the EBM.
-    return {"ebm": ebm, "flow": None if TILT[sampler] == "flow" else flow, "bank": bank}
+    return {"ebm": ebm, "flow": None if tilt == "flow" else flow, "bank": bank}
 
 
 # ------------------------------------------------------------------------------- save / load
@@ -151,7 +136,7 @@ def save_run(directory, *, ebm, flow, bank, manifest: dict) -> Path:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = _state_to_save(ebm, flow, bank, manifest["sampler"])
+    state = _state_to_save(ebm, flow, bank, manifest.get("tilt") or recipes.tilt_of(manifest["sampler"]))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -194,10 +179,13 @@ def load_run(directory) -> Run:
             f"--run {directory}: {RUN_FILE} has format {manifest.get('format')!r}, expected {RUN_FORMAT!r}."
         )
     sampler = manifest["sampler"]
-    ebm, flow = build_models(jax.random.key(0), manifest["dim"], sampler, manifest["net"], manifest["flow"])
+    tilt = manifest.get("tilt") or recipes.tilt_of(sampler)
+    ebm, flow = build_models(
+        jax.random.key(0), manifest["dim"], sampler, manifest["net"], manifest["flow"], tilt
+    )
     bank = jnp.zeros((manifest["bank_size"], manifest["dim"]), jnp.result_type(float))
-    state = eqx.tree_deserialise_leaves(model_path, _state_to_save(ebm, flow, bank, sampler))
-    flow = state["ebm"].base if TILT[sampler] == "flow" else state["flow"]
+    state = eqx.tree_deserialise_leaves(model_path, _state_to_save(ebm, flow, bank, tilt))
+    flow = state["ebm"].base if tilt == "flow" else state["flow"]
     return Run(state["ebm"], flow, state["bank"], manifest)
 
 

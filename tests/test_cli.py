@@ -81,23 +81,38 @@ def test_installed_console_script_help():
 # ------------------------------------------------------------------------------------- demo
 
 
-def test_demo_quick_writes_figures_and_metrics(tmp_path, capsys):
+def test_help_does_not_import_jax():
+    """`numpyro-ebm --help` answers without JAX (lazy imports): seconds, not a JAX start-up."""
+    code = (
+        "import sys; from numpyro_ebm import cli\n"
+        "for argv in (['--help'], ['train', '--help'], ['reproduce', '--help']):\n"
+        "    try:\n        cli.main(argv)\n    except SystemExit:\n        pass\n"
+        "heavy = [m for m in ('jax', 'numpy', 'equinox', 'flowjax', 'optax') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_demo_quick_is_reproduce_figure1(tmp_path, capsys):
+    """The demo is `reproduce figure1` at a preset: the same metrics.json, plus the demo's panels."""
     out = tmp_path / "demo"
     assert (
         cli.main(["--quick", "--steps", "12", "--out", str(out), "--no-progress"]) == 0
     )  # demo is the default
-    for name in ("densities.png", "slice.png", "chains.png", "weights.png"):
+    for name in ("figure.png", "densities.png", "slice.png", "chains.png", "weights.png"):
         assert (out / name).stat().st_size > 1000
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"true_weight", "methods", "settings", "time_s", "figures"} <= metrics.keys()
-    assert abs(metrics["true_weight"] - 2 / 3) < 1e-6
+    assert metrics["experiment"] == "figure1" and metrics["preset"] == "quick"
+    assert {"truth", "methods", "settings", "seconds", "figures", "work"} <= metrics.keys()
+    assert abs(metrics["truth"] - 2 / 3) < 1e-6
     assert metrics["settings"]["steps"] == 12
-    assert (metrics["settings"]["lr_ebm"], metrics["settings"]["lr_final"]) == (1e-2, 1e-4)
-    for method in ("flowmc", "ula"):
-        summary = metrics["methods"][method]
-        for key in ("final_weight", "bank_weight", "time_s", "abs_error"):
+    assert set(metrics["methods"]) == {"flowMC-EBM", "ULA-EBM"}
+    for summary in metrics["methods"].values():
+        for key in ("weight", "bank_weight", "train_seconds", "abs_error"):
             assert math.isfinite(summary[key]) and summary[key] >= 0
-        assert 0 <= summary["final_weight"] <= 1
+        assert 0 <= summary["weight"] <= 1
+        assert summary["settings"]["num_steps"] == 12
         assert {"mean", "min", "max", "range", "std"} <= summary["last_quarter"].keys()
         assert all(math.isfinite(v) for v in summary["last_quarter"].values())
         history = summary["history"]
@@ -105,7 +120,8 @@ def test_demo_quick_writes_figures_and_metrics(tmp_path, capsys):
         assert len(history["weight"]) == len(history["step"])
         assert abs(history["weight"][0] - 0.5) < 1e-3  # E = 0: the symmetric start
     stdout = capsys.readouterr().out
-    assert "flowMC-EBM" in stdout and "ULA-EBM" in stdout
+    assert "flowMC-EBM" in stdout and "ULA-EBM" in stdout and "preset quick" in stdout
+    assert "--preset cpu" in _error_line(capsys, ["demo", "--quick", "--preset", "cpu"])
 
 
 # ------------------------------------------------------------------------ train / sample / evaluate
@@ -254,6 +270,8 @@ def test_unknown_sampler(tmp_path, capsys):
         (["sample", "--run", "/nonexistent/run"], "/nonexistent/run"),
         (["evaluate", "--run", "/nonexistent/run"], "/nonexistent/run"),
         (["reproduce", "table9"], "'table9'"),
+        (["reproduce", "cifar10", "--quick"], "--data"),
+        (["reproduce", "table1", "--data", "/tmp"], "cifar10 only"),
         (["demo", "--steps", "-3"], "'-3'"),
     ],
 )

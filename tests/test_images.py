@@ -230,3 +230,51 @@ def test_tiny_digits_ebm_with_flowmc_negatives_stays_finite():
     assert float(result.bank.min()) > -bound and float(result.bank.max()) < 1 + bound
     # the contrastive step pushed data energies below the negatives'
     assert result.history["energy_data"][-1] < result.history["energy_negatives"][-1]
+
+
+# --- the multi-scale RealNVP and the residual energy of the CIFAR-10 experiment -------------------
+
+
+def test_realnvp_image_flow_starts_as_the_tilt_and_has_exact_log_dets():
+    flow = images.realnvp_image_flow(jax.random.key(0), (1, 8, 8), width=4, blocks=1, scales=2)
+    x = jax.random.uniform(jax.random.key(1), (3, 64), minval=0.05, maxval=0.95)
+    np.testing.assert_allclose(log_prob(flow, x), log_prob(images.image_tilt(64), x), rtol=1e-5, atol=1e-4)
+    # Away from the identity: inverse(transform(z)) = z, and the log-det is the Jacobian's.
+    couplings = flow.bijection.bijections[:-1]
+    moved = [
+        eqx.tree_at(
+            lambda c: c.net,
+            c,
+            replace_fn=lambda net, i=i: jax.tree.map(
+                lambda a: a + 0.05 * jax.random.normal(jax.random.key(i), a.shape), net
+            ),
+        )
+        for i, c in enumerate(couplings)
+    ]
+    from flowjax.bijections import Chain
+
+    @eqx.filter_jit
+    def check(bijection, z):
+        y, log_det = bijection.transform_and_log_det(z)
+        back, inv_log_det = bijection.inverse_and_log_det(y)
+        return y, log_det, back, inv_log_det, jnp.linalg.slogdet(jax.jacfwd(bijection.transform)(z))[1]
+
+    z = jax.random.normal(jax.random.key(2), (64,))
+    y, log_det, back, inv_log_det, autodiff = check(Chain(moved), z)
+    np.testing.assert_allclose(back, z, atol=1e-5)
+    assert float(jnp.abs(y - z).max()) > 1e-2  # the couplings do move the points
+    np.testing.assert_allclose(log_det, autodiff, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(inv_log_det, -log_det, rtol=1e-5, atol=1e-5)
+
+
+def test_cifar10_networks_have_the_papers_sizes():
+    from numpyro_ebm.nets import ResNetEnergy
+
+    # Shapes only (no arrays are made): the parameters the trainer would see.
+    energy = eqx.filter_eval_shape(lambda: ResNetEnergy(key=jax.random.key(0)))
+    flow = eqx.filter_eval_shape(lambda: partition(images.realnvp_image_flow(jax.random.key(1)))[0])
+    count = lambda tree: sum(a.size for a in jax.tree.leaves(tree) if jnp.issubdtype(a.dtype, jnp.floating))  # noqa: E731
+    assert 4.0e6 < count(energy) < 5.0e6  # the paper's "about 4.5M"
+    assert 3.5e6 < count(flow) < 4.5e6  # the paper's "about 4M"
+    with pytest.raises(ValueError, match="squeezed"):
+        images.realnvp_image_flow(jax.random.key(0), (3, 30, 30), scales=3)

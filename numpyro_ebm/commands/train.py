@@ -20,50 +20,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from numpyro_ebm import checkpoints, flows
+from numpyro_ebm import checkpoints, flows, recipes
 from numpyro_ebm import negatives as ng
 from numpyro_ebm._json import write_json
-from numpyro_ebm.energy import EnergyModel
-from numpyro_ebm.runs import (
-    CONFIG_FILE,
-    FLOW,
-    HAS_FLOW,
-    NET,
-    PROG,
-    RUN_FILE,
-    TILT,
-    UsageError,
-    build_models,
-    load_data,
-    save_run,
-)
+from numpyro_ebm.commands.options import OPTIONS, PROG, UsageError
+from numpyro_ebm.runs import CONFIG_FILE, FLOW, NET, RUN_FILE, build_models, load_data, save_run
 from numpyro_ebm.training import train
 
-__all__ = ["OPTIONS", "resolve_config", "build_negatives", "train_run", "report"]
+__all__ = ["OPTIONS", "resolve_config", "build_negatives", "sampler_options", "train_run", "report"]
 
-# Options that shape a run: on --resume they default to the saved values, and may not change.
-OPTIONS = {
-    "data": None,
-    "dim": None,
-    "num_data": 16384,
-    "sampler": None,
-    "batch_size": 64,
-    "bank_size": 1024,
-    "lr": 1e-3,
-    "flow_lr": 1e-3,
-    "seed": 0,
-    "chunk_size": 100,
-    "checkpoint_every": 1000,
-    "step_size": None,
-    "n_steps": None,
-    "n_local_steps": None,
-    "n_cycles": None,
-    "n_particles": None,
-    "pretrain_flow": None,
-    "net_widths": [32, 64, 64, 64],
-    "flow_layers": 4,
-    "flow_width": 32,
-}
 _FLOWMC_ONLY = ("n_local_steps", "n_cycles", "n_particles")
 
 
@@ -109,11 +74,12 @@ def resolve_config(given: dict[str, Any], *, steps: int, out: Path, resume: bool
             raise UsageError(f"{_flag(wrong[0])} applies to --sampler flowmc only; drop it.")
     elif "n_steps" in given:
         raise UsageError("--n-steps does not apply to --sampler flowmc; use --n-local-steps and --n-cycles.")
-    if sampler not in HAS_FLOW:
+    if not recipes.has_flow(sampler):
         wrong = [k for k in ("flow_layers", "flow_width") if k in given]
         if wrong:
+            with_flow = [name for name in recipes.SAMPLERS if recipes.has_flow(name)]
             raise UsageError(
-                f"{_flag(wrong[0])} applies to samplers with a flow ({', '.join(HAS_FLOW)}); "
+                f"{_flag(wrong[0])} applies to samplers with a flow ({', '.join(with_flow)}); "
                 f"--sampler {sampler} has none. Drop it."
             )
     if config["pretrain_flow"] is None:
@@ -128,17 +94,15 @@ def resolve_config(given: dict[str, Any], *, steps: int, out: Path, resume: bool
     return config
 
 
+def sampler_options(config: dict[str, Any]) -> dict[str, Any]:
+    """The negatives class's keyword arguments that ``config`` sets."""
+    names = ("step_size", "n_steps", *(_FLOWMC_ONLY if config["sampler"] == "flowmc" else ()))
+    return {k: config[k] for k in names if config[k] is not None}
+
+
 def build_negatives(config: dict[str, Any], flow) -> ng.AbstractNegatives:
     """The negative sampler named by ``config["sampler"]``, with the settings ``config`` gives."""
-    sampler = config["sampler"]
-    kwargs = {k: config[k] for k in ("step_size", "n_steps") if config[k] is not None}
-    if sampler == "flowmc":
-        kwargs.update({k: config[k] for k in _FLOWMC_ONLY if config[k] is not None})
-        return ng.FlowMC(flow, global_move="isir", **kwargs)
-    if sampler == "coopflow":
-        return ng.CoopFlow(flow, **kwargs)
-    cls = {"ula": ng.ULA, "mala": ng.MALA, "shortrun": ng.ShortRun, "ntebm": ng.NTEBM}[sampler]
-    return cls(**kwargs)
+    return recipes.make_sampler(config["sampler"], flow, sampler_options(config))
 
 
 def _sampler_settings(negatives) -> dict:
@@ -191,7 +155,7 @@ def train_run(config: dict[str, Any], out: Path, *, resume: bool, progress: bool
     dim, sampler = int(data.shape[1]), config["sampler"]
     net_cfg = {**NET, "widths": list(config["net_widths"])}
     flow_cfg = None
-    if sampler in HAS_FLOW:
+    if recipes.has_flow(sampler):
         flow_cfg = {**FLOW, "flow_layers": config["flow_layers"], "nn_width": config["flow_width"]}
     ebm, flow = build_models(key_models, dim, sampler, net_cfg, flow_cfg)
     checkpoint_dir = out / "checkpoints"
@@ -202,8 +166,7 @@ def train_run(config: dict[str, Any], out: Path, *, resume: bool, progress: bool
         flow, pretrain_loss = _pretrain_flow(
             flow, jnp.asarray(data), key_pretrain, config["pretrain_flow"], config["flow_lr"]
         )
-        if TILT[sampler] == "flow":  # NT-EBM: the pre-trained flow is the tilt
-            ebm = EnergyModel(ebm.net, flow, trainable_base=True)
+        ebm, _ = recipes.build(sampler, ebm.net, flow)  # the tilt of NT-EBM is the pre-trained flow
     negatives = build_negatives(config, flow)
     print(
         f"training a {NET['kind']} EBM with {type(negatives).__name__} negatives on {config['data']} "
@@ -230,7 +193,7 @@ def train_run(config: dict[str, Any], out: Path, *, resume: bool, progress: bool
     manifest = {
         "dim": dim,
         "sampler": sampler,
-        "tilt": TILT[sampler],
+        "tilt": recipes.tilt_of(sampler),
         "net": net_cfg,
         "flow": flow_cfg,
         "bank_size": config["bank_size"],
