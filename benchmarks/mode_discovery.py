@@ -49,7 +49,9 @@ def _target(name):
         return two_gaussians_target()
     base = gaussian_mixture_target(16 if name == "d16" else 64)
     weights = np.array([0.1, 0.2, 0.3, 0.4]) if name == "d16" else np.full(4, 0.25)
-    return Target(name, GaussianMixture(base.distribution.means, np.ones(4), weights), base.zones, weights, None)
+    return Target(
+        name, GaussianMixture(base.distribution.means, np.ones(4), weights), base.zones, weights, None
+    )
 
 
 def main():
@@ -64,7 +66,9 @@ def main():
     args = parser.parse_args()
     key = jax.random.key(args.seed)
     if args.target == "labels":
-        kernel = ne.FlowMCKernel(mixture_model, global_move=args.global_move, tempering=None if args.off else "smc")
+        kernel = ne.FlowMCKernel(
+            mixture_model, global_move=args.global_move, tempering=None if args.off else "smc"
+        )
         run_args, run_kwargs = (Y,), {}
         truth = np.full(6, 1 / 6)
     else:
@@ -72,7 +76,10 @@ def main():
         reference = dist.Normal(0.0, 5.0).expand([target.dim])
         tempering = None if args.off else ne.tempering.TemperedSMC(reference=reference)
         kernel = ne.FlowMCKernel(
-            potential_fn=lambda x: -target.log_prob(x), global_move=args.global_move, n_particles=16, tempering=tempering
+            potential_fn=lambda x: -target.log_prob(x),
+            global_move=args.global_move,
+            n_particles=16,
+            tempering=tempering,
         )
         start = target.distribution.means[0]
         init = start + 0.5 * jax.random.normal(jax.random.fold_in(key, 1), (args.chains, target.dim))
@@ -104,10 +111,15 @@ def main():
     print("truth    ", np.round(truth, 3))
     print("estimate ", np.round(estimate, 3), " max |err|", round(float(np.abs(estimate - truth).max()), 3))
     print("SE       ", np.round(se, 3))
-    print("global acceptance (production)", round(float(mcmc.get_extra_fields()["global_accept_prob"].mean()), 3))
+    print(
+        "global acceptance (production)",
+        round(float(mcmc.get_extra_fields()["global_accept_prob"].mean()), 3),
+    )
     smc = kernel.tempering_result
     if smc is not None:
-        print(f"SMC: {smc.num_levels} levels, {smc.position.shape[0]} particles, log Z {float(smc.log_z):.3f}")
+        print(
+            f"SMC: {smc.num_levels} levels, {smc.position.shape[0]} particles, log Z {float(smc.log_z):.3f}"
+        )
     print(f"wall {wall:.1f} s, CPU {cpu:.1f} s")
 
 

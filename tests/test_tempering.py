@@ -103,7 +103,12 @@ def test_label_switched_posterior_every_labelling_defaults():
     num_chains = 32
     kernel = ne.FlowMCKernel(_mixture_model)
     mcmc = MCMC(
-        kernel, num_warmup=300, num_samples=300, num_chains=num_chains, chain_method="vectorized", progress_bar=False
+        kernel,
+        num_warmup=300,
+        num_samples=300,
+        num_chains=num_chains,
+        chain_method="vectorized",
+        progress_bar=False,
     )
     mcmc.run(jax.random.key(0), MIXTURE_DATA)
     zones = labelling(mcmc.get_samples(group_by_chain=True)["mu"])

@@ -73,7 +73,8 @@ def test_defaults_learn_three_unequal_weights_in_2d():
     0.005, docs/guide-training.md). Tolerance: over seeds 0-3 of this budget the largest weight
     error was 0.012 / 0.008 / 0.003 / 0.012, each weight's standard deviation across seeds at most
     0.005 and its mean offset at most 0.009 (the middle mode, low: 0.291 for 0.3); 0.03 is that
-    offset plus 4 standard deviations. At a constant rate (the old default) the final weights wander by 0.05-0.15 in the
+    offset plus 4 standard deviations. At a constant rate (the old default) the final weights
+    wander by 0.05-0.15 in the
     last quarter of training, and a sampler that does not mix between modes swings 0 / 1.
     """
     from _weights_setup import train_2d_defaults
