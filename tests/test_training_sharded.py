@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 SCRIPTS = Path(__file__).parent / "scripts"
-COMPARED = ("loss", "energy_data", "energy_negatives", "local_accept", "flow_loss", "energy_gap", "bank_mean")
+COMPARED = ("loss", "energy_data", "energy_negatives", "local_accept", "flow_loss", "probe_gap", "bank_mean")
 
 
 @pytest.fixture(scope="module")

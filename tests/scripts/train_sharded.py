@@ -42,7 +42,7 @@ METRICS = {  # recorded after every chunk of 25 steps
     "bank_mean": lambda ebm, flow, bank: jnp.mean(bank),
     "bank_std": lambda ebm, flow, bank: jnp.mean(jnp.std(bank, axis=0)),
     # E(data mode) - E(0): the energy up to its additive constant, which the loss cannot see
-    "energy_gap": lambda ebm, flow, bank: -jnp.diff(ebm.energy(PROBES))[0],
+    "probe_gap": lambda ebm, flow, bank: -jnp.diff(ebm.energy(PROBES))[0],
 }
 OPT, FLOW_OPT = optax.adam(1e-2), optax.adam(1e-2)  # shared objects: one compilation per mesh
 KW = dict(
