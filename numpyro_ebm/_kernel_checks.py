@@ -11,7 +11,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpyro
+from numpyro.util import is_prng_key
 
+from numpyro_ebm import sharding
+from numpyro_ebm import tempering as tempering_
 from numpyro_ebm.flowmc import FlowMCSettings
 
 FROM_SETTINGS = object()
@@ -30,7 +33,10 @@ __all__ = [
     "KERNEL_SETTINGS",
     "FROM_SETTINGS",
     "check_kernel_settings",
+    "check_ensemble_key",
+    "check_tempering",
     "check_init_params",
+    "check_finite_start",
     "check_logdensity",
     "check_continuous",
 ]
@@ -73,6 +79,33 @@ def check_kernel_settings(kernel) -> None:
         raise TypeError(f"flow must be a flowjax distribution; got {type(flow).__name__}.")
 
 
+def check_ensemble_key(rng_key, mesh) -> int:
+    """The number of chains of a typed key batch ``(chains,)`` from ``MCMC``: at least 2 (one flow
+    is shared by all chains) and a multiple of the devices of ``mesh``."""
+    if is_prng_key(rng_key):
+        raise ValueError(
+            "FlowMCKernel is an ensemble kernel (all chains share one flow): use "
+            "MCMC(FlowMCKernel(...), num_chains=N, chain_method='vectorized') with N >= 2; "
+            "chain_method='sequential' or 'parallel' and num_chains=1 are not supported."
+        )
+    num_chains = rng_key.shape[0]
+    if num_chains < 2:
+        raise ValueError(f"FlowMCKernel needs num_chains >= 2; got {num_chains}.")
+    sharding.check_divisible(num_chains, mesh, "num_chains")
+    return num_chains
+
+
+def check_tempering(tempering) -> tempering_.TemperedSMC | None:
+    """``"smc"`` (the default :class:`~numpyro_ebm.tempering.TemperedSMC`), one, or ``None``."""
+    if tempering == "smc":
+        return tempering_.TemperedSMC()
+    if tempering is not None and not isinstance(tempering, tempering_.TemperedSMC):
+        raise ValueError(
+            f"tempering must be 'smc', None or a numpyro_ebm.tempering.TemperedSMC; got {tempering!r}."
+        )
+    return tempering
+
+
 def check_init_params(init_params, num_chains: int) -> None:
     """Every leaf has a leading chain axis of size ``num_chains`` and a floating dtype."""
     leaves = jax.tree.leaves(init_params)
@@ -86,6 +119,16 @@ def check_init_params(init_params, num_chains: int) -> None:
     for x in leaves:
         if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
             raise TypeError(f"init_params must be floating point; got dtype {jnp.result_type(x)}.")
+
+
+def check_finite_start(logdensity) -> None:
+    """Every chain starts where the target's log density ``(chains,)`` is finite."""
+    if not bool(jnp.all(jnp.isfinite(logdensity))):
+        bad = int(jnp.sum(~jnp.isfinite(logdensity)))
+        raise ValueError(
+            f"{bad} of {logdensity.shape[0]} initial chains have a non-finite log density; pass "
+            "init_params inside the support or choose another init_strategy."
+        )
 
 
 def check_logdensity(logdensity_fn, flat) -> None:

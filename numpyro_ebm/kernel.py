@@ -15,28 +15,27 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, Float
 from numpyro.infer.ensemble_util import batch_ravel_pytree
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
-from numpyro.infer.util import initialize_model
-from numpyro.util import identity, is_prng_key
+from numpyro.util import identity
 
-from numpyro_ebm import adaptation, flows, sharding
+from numpyro_ebm import adaptation, flows, kernel_warmup, sharding
 from numpyro_ebm import tempering as tempering_
 from numpyro_ebm._kernel_checks import (
     FROM_SETTINGS,
-    check_continuous,
-    check_init_params,
+    check_ensemble_key,
+    check_finite_start,
     check_kernel_settings,
     check_logdensity,
+    check_tempering,
     kernel_settings,
 )
 from numpyro_ebm._keys import as_typed_key, like_key
 from numpyro_ebm.flowmc import FlowMCSettings, flowmc_step
-from numpyro_ebm.kernel_state import FlowMCState
-from numpyro_ebm.moves import ChainState, init_chains
+from numpyro_ebm.kernel_state import FlowMCState, place_chains
+from numpyro_ebm.kernel_target import FlatTarget, flat_target
+from numpyro_ebm.moves import ChainState
 
 __all__ = ["FlowMCKernel", "FlowMCState"]
 
@@ -147,34 +146,18 @@ class FlowMCKernel(MCMCKernel):
             adapt_step_size=adapt_step_size,
             particle_batch_size=particle_batch_size,
         )
-        self._step_size = self.settings.step_size
-        self._n_local_steps = self.settings.n_local_steps
-        self._global_move = self.settings.global_move
-        self._n_particles = self.settings.n_particles
-        self._target_accept_prob = self.settings.target_accept_prob
-        self._adapt_step_size = self.settings.adapt_step_size
         self._train_flow = train_flow
         self._flow_optimizer = flow_optimizer if flow_optimizer is not None else optax.adam(1e-3)
         self._flow_steps = flow_steps_per_iteration
         self._flow_batch_size = flow_batch_size
         self._buffer_iterations = buffer_iterations
-        self._particle_batch_size = self.settings.particle_batch_size
         self._init_strategy = init_strategy
         check_kernel_settings(self)
         self._mesh = sharding.resolve_mesh(shard)
-        if tempering == "smc":
-            tempering = tempering_.TemperedSMC()
-        if tempering is not None and not isinstance(tempering, tempering_.TemperedSMC):
-            raise ValueError(
-                f"tempering must be 'smc', None or a numpyro_ebm.tempering.TemperedSMC; got {tempering!r}."
-            )
-        self._tempering = tempering
+        self._tempering = check_tempering(tempering)
         self.tempering_result: tempering_.SMCResult | None = None  # set by init
         # Set by init(): the pure pieces the jitted sample() closes over.
-        self._postprocess_fn = None
-        self._potential_gen = None
-        self._unravel_fn = None
-        self._unravel_one = None
+        self._target: FlatTarget | None = None
         self._flow_static = None
         self._num_warmup = 0
 
@@ -203,7 +186,7 @@ class FlowMCKernel(MCMCKernel):
         flow=..., train_flow=False)`` to reuse it without retraining. ``None`` with
         ``global_move=None`` (no flow is built).
         """
-        if self._unravel_fn is None:
+        if self._target is None:
             raise RuntimeError("The kernel has not been initialised: run MCMC first.")
         if state.flow_params is None:
             return None
@@ -215,78 +198,33 @@ class FlowMCKernel(MCMCKernel):
         return f"local acc {local:.2f}, global acc {glob:.2f}, step {float(state.step_size):.2e}"
 
     def postprocess_fn(self, args, kwargs):
-        if self._postprocess_fn is None:
+        if self._target is None or self._target.postprocess_gen is None:
             return identity
-        return self._postprocess_fn(*args, **kwargs)
+        return self._target.postprocess_gen(*args, **kwargs)
 
     # -- init ---------------------------------------------------------------------------------
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs=None):
         model_kwargs = {} if model_kwargs is None else model_kwargs
         rng_key = as_typed_key(rng_key, name="rng_key")  # NumPyro passes raw keys (chains, 2) too
-        if is_prng_key(rng_key):
-            raise ValueError(
-                "FlowMCKernel is an ensemble kernel (all chains share one flow): use "
-                "MCMC(FlowMCKernel(...), num_chains=N, chain_method='vectorized') with N >= 2; "
-                "chain_method='sequential' or 'parallel' and num_chains=1 are not supported."
-            )
-        num_chains = rng_key.shape[0]
-        if num_chains < 2:
-            raise ValueError(f"FlowMCKernel needs num_chains >= 2; got {num_chains}.")
-        sharding.check_divisible(num_chains, self._mesh, "num_chains")
+        num_chains = check_ensemble_key(rng_key, self._mesh)
         key, key_model, key_flow, key_state = jax.random.split(rng_key[0], 4)
-        if self._model is not None:
-            check_continuous(self._model, key_model, model_args, model_kwargs, self._init_strategy)
-            params_info, potential_gen, postprocess_gen, _ = initialize_model(
-                jax.random.split(key_model, num_chains),
-                self._model,
-                dynamic_args=True,
-                init_strategy=self._init_strategy,
-                model_args=model_args,
-                model_kwargs=model_kwargs,
-                validate_grad=False,
-            )
-            self._potential_gen = potential_gen
-            self._postprocess_fn = postprocess_gen
-            if init_params is None:
-                init_params = params_info[0]
-        else:
-            if init_params is None:
-                raise ValueError(
-                    "With potential_fn, pass init_params to MCMC.run: a pytree whose leaves have a "
-                    f"leading axis of size num_chains={num_chains}."
-                )
-        check_init_params(init_params, num_chains)
-        flat, unravel_fn = batch_ravel_pytree(init_params)
-        flat = jnp.asarray(flat)
-        self._unravel_fn = unravel_fn
-        self._unravel_one = ravel_pytree(jax.tree.map(lambda x: x[0], init_params))[1]
+        self._target = target = flat_target(
+            self._model, key_model, num_chains, init_params, self._init_strategy, model_args, model_kwargs
+        )
+        flat, unravel_fn, init_params = target.flat, target.unravel_fn, target.init_params
         logdensity_fn = self._logdensity_fn(model_args, model_kwargs)
         check_logdensity(logdensity_fn, flat)
 
         self._num_warmup = int(num_warmup)
-        params, self._flow_static = None, None
-        if self._global_move is not None:
-            params, self._flow_static = flows.partition(self._build_flow(key_flow, flat.shape[1], flat))
-        flow = None if params is None else eqx.combine(params, self._flow_static)
-        self.tempering_result = self._discover_modes(
-            jax.random.fold_in(key_flow, 1), flow, flat, logdensity_fn, model_args, model_kwargs
+        flat, params, self._flow_static, self.tempering_result = kernel_warmup.start(
+            self, key_flow, flat, logdensity_fn, model_args, model_kwargs
         )
-        if self.tempering_result is not None:  # start from the SMC particles
-            flat = self.tempering_result.position[:num_chains]
+        if self.tempering_result is not None:  # the chains start from the SMC particles
             init_params = unravel_fn(flat)
-            if self._user_flow is None and params is not None:
-                # A fresh flow, standardised to the particles: the SMC's flow, refitted at every
-                # level to resampled (duplicated) particles, overfits in high dimension.
-                params = flows.restandardize(params, self._flow_static, flat)
-        chains, opt_state, buffer = self._init_numeric(flat, params, logdensity_fn)
-        if not bool(jnp.all(jnp.isfinite(chains.logdensity))):
-            bad = int(jnp.sum(~jnp.isfinite(chains.logdensity)))
-            raise ValueError(
-                f"{bad} of {num_chains} initial chains have a non-finite log density; pass "
-                "init_params inside the support or choose another init_strategy."
-            )
+        chains, opt_state, buffer = kernel_warmup.init_warmup(self, flat, params, logdensity_fn)
+        check_finite_start(chains.logdensity)
         dtype = flat.dtype
-        step_size = jnp.asarray(self._step_size, dtype)
+        step_size = jnp.asarray(self.settings.step_size, dtype)
         self._sample_fn = self.sample  # tells MCMC.run that this kernel is initialised
         state = FlowMCState(
             i=jnp.asarray(0, jnp.int32),
@@ -302,38 +240,7 @@ class FlowMCKernel(MCMCKernel):
             buffer=buffer,
             rng_key=key_state,
         )
-        return self._place_chains(state, sharding.shard_leading_axis)
-
-    def _discover_modes(self, key, flow, flat, logdensity_fn, model_args, model_kwargs):
-        """Tempered SMC from a reference to the target (``numpyro_ebm.tempering``), or None."""
-        if self._tempering is None:
-            return None
-        return tempering_.discover_modes(
-            key,
-            self._tempering,
-            self.settings,
-            flow,
-            flat,
-            logdensity_fn,
-            (self._model, model_args, model_kwargs),
-            optimizer=self._flow_optimizer,
-            flow_batch_size=self._flow_batch_size,
-            fit_flow=self._fits_flow,
-        )
-
-    def _place_chains(self, state: FlowMCState, place: Callable) -> FlowMCState:
-        """Split the per-chain fields over the mesh (``place`` puts or, inside jit, constrains)."""
-        per_chain = (
-            state.z,
-            state.potential_energy,
-            state.z_grad,
-            state.local_accept_prob,
-            state.global_accept_prob,
-        )
-        z, pe, grad, local, glob = place(per_chain, self._mesh)
-        return state._replace(
-            z=z, potential_energy=pe, z_grad=grad, local_accept_prob=local, global_accept_prob=glob
-        )
+        return place_chains(state, self._mesh, sharding.shard_leading_axis)
 
     def logdensity_fn(self, *model_args, **model_kwargs) -> Callable:
         """The target as :func:`~numpyro_ebm.flowmc_step` wants it, after ``init`` (or a run).
@@ -342,45 +249,17 @@ class FlowMCKernel(MCMCKernel):
         given model arguments; ``flatten``/``unflatten`` of ``z`` pytrees go through
         ``numpyro.infer.ensemble_util.batch_ravel_pytree``.
         """
-        if self._unravel_one is None:
+        if self._target is None:
             raise RuntimeError("The kernel has not been initialised: run MCMC (or kernel.init) first.")
         return self._logdensity_fn(model_args, model_kwargs)
 
     def _logdensity_fn(self, model_args, model_kwargs) -> Callable:
         """``log pi`` of one flattened unconstrained point, for the current model arguments."""
-        if self._model is not None:
-            potential_fn = self._potential_gen(*model_args, **model_kwargs)
-        else:
-            potential_fn = self._potential_fn
-        return lambda x: -potential_fn(self._unravel_one(x))
+        return self._target.logdensity_fn(self._potential_fn, model_args, model_kwargs)
 
     @property
     def _fits_flow(self) -> bool:
-        return self._train_flow and self._global_move is not None
-
-    def _init_numeric(self, flat: Float[Array, "chains dim"], params, logdensity_fn):
-        """Chains, flow optimiser state and buffer (``None`` if not needed), as one compiled
-        program (op by op, they compiled dozens of tiny programs: slow start-up)."""
-
-        @jax.jit
-        def numeric(flat, params):
-            chains = init_chains(flat, logdensity_fn)
-            if not self._fits_flow:
-                return chains, None, None
-            buffer = jnp.broadcast_to(flat, (self._buffer_iterations,) + flat.shape)
-            return chains, self._flow_optimizer.init(params), buffer
-
-        return numeric(flat, params)
-
-    def _build_flow(self, key, dim, flat):
-        if self._user_flow is not None:
-            if self._user_flow.shape != (dim,):
-                raise ValueError(
-                    f"flow has shape {self._user_flow.shape} but the model's flattened "
-                    f"unconstrained space has dim {dim}; build the flow with dim={dim}."
-                )
-            return self._user_flow
-        return flows.standardize(flows.default_flow(key, dim, identity_init=True), flat)
+        return self._train_flow and self.settings.global_move is not None
 
     # -- sample -------------------------------------------------------------------------------
     def sample(self, state: FlowMCState, model_args, model_kwargs) -> FlowMCState:
@@ -388,70 +267,35 @@ class FlowMCKernel(MCMCKernel):
         flat, _ = batch_ravel_pytree(state.z)
         grad_flat, _ = batch_ravel_pytree(state.z_grad)
         chains = ChainState(flat, -state.potential_energy, -grad_flat)
-        flow = None if self._global_move is None else flows.combine(state.flow_params, self._flow_static)
+        flow = None
+        if self.settings.global_move is not None:
+            flow = flows.combine(state.flow_params, self._flow_static)
         chains, info = flowmc_step(
             key_step,
             chains,
             self._logdensity_fn(model_args, model_kwargs),
             flow,
             step_size=state.step_size,
-            n_local_steps=self._n_local_steps,
-            global_move=self._global_move,
-            n_particles=self._n_particles,
-            particle_batch_size=self._particle_batch_size,
+            n_local_steps=self.settings.n_local_steps,
+            global_move=self.settings.global_move,
+            n_particles=self.settings.n_particles,
+            particle_batch_size=self.settings.particle_batch_size,
         )
         state = state._replace(
             i=state.i + 1,
-            z=self._unravel_fn(chains.position),
+            z=self._target.unravel_fn(chains.position),
             potential_energy=-chains.logdensity,
-            z_grad=self._unravel_fn(-chains.logdensity_grad),
+            z_grad=self._target.unravel_fn(-chains.logdensity_grad),
             local_accept_prob=info.local_accept_prob,
             global_accept_prob=info.global_accept_prob,
             rng_key=like_key(key, state.rng_key),  # MCMC.run may hand back the user's raw key
         )
-        state = self._place_chains(state, sharding.constrain_leading_axis)
+        state = place_chains(state, self._mesh, sharding.constrain_leading_axis)
         if self._num_warmup == 0:
             return state
         return jax.lax.cond(
             state.i <= self._num_warmup,
-            lambda s: self._adapt(s, chains.position, key_fit),
+            lambda s: kernel_warmup.warmup_update(self, s, chains.position, key_fit),
             lambda s: s,
             state,
-        )
-
-    def _adapt(self, state: FlowMCState, position: Float[Array, "chains dim"], key) -> FlowMCState:
-        """One warmup update: step size by dual averaging, flow by forward KL on the buffer."""
-        position, local_accept = sharding.replicate((position, state.local_accept_prob), self._mesh)
-        step_size, adapt_state = state.step_size, state.adapt_state
-        if self._adapt_step_size and self._n_local_steps > 0:
-            accept = jnp.mean(local_accept)
-            adapt_state = adaptation.dual_averaging_update(adapt_state, accept, self._target_accept_prob)
-            # The averaged iterate is the better estimate; use it from the last warmup step on.
-            step_size = jnp.where(
-                state.i == self._num_warmup,
-                adaptation.dual_averaging_step_size(adapt_state, final=True),
-                adaptation.dual_averaging_step_size(adapt_state),
-            )
-        params, opt_state, buffer = state.flow_params, state.flow_opt_state, state.buffer
-        if self._fits_flow:
-            buffer = buffer.at[(state.i - 1) % self._buffer_iterations].set(position)
-            params, opt_state, _ = flows.fit_flow(
-                key,
-                params,
-                self._flow_static,
-                opt_state,
-                buffer.reshape(-1, buffer.shape[-1]),
-                self._flow_optimizer,
-                num_steps=self._flow_steps,
-                batch_size=self._flow_batch_size,
-                # Only the slots written so far: the initial copies of the start points would
-                # teach the flow mass where the chains merely began.
-                num_valid=jnp.minimum(state.i, self._buffer_iterations) * buffer.shape[1],
-            )
-        return state._replace(
-            step_size=step_size.astype(state.step_size.dtype),
-            adapt_state=adapt_state,
-            flow_params=params,
-            flow_opt_state=opt_state,
-            buffer=buffer,
         )

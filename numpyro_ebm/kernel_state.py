@@ -1,12 +1,14 @@
-"""``FlowMCState``: the state ``FlowMCKernel`` carries from one iteration to the next."""
+"""``FlowMCState``: the state ``FlowMCKernel`` carries from one iteration to the next, and how
+its per-chain fields are placed on devices."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from jaxtyping import Array
 
-__all__ = ["FlowMCState"]
+__all__ = ["FlowMCState", "place_chains"]
 
 
 class FlowMCState(NamedTuple):
@@ -43,3 +45,20 @@ class FlowMCState(NamedTuple):
     flow_opt_state: Any
     buffer: Array
     rng_key: Array
+
+
+def place_chains(state: FlowMCState, mesh, place: Callable) -> FlowMCState:
+    """Split the per-chain fields of ``state`` over ``mesh`` (``place`` is
+    :func:`~numpyro_ebm.sharding.shard_leading_axis`, which puts, or inside jit
+    :func:`~numpyro_ebm.sharding.constrain_leading_axis`); the flow and the buffer stay replicated."""
+    per_chain = (
+        state.z,
+        state.potential_energy,
+        state.z_grad,
+        state.local_accept_prob,
+        state.global_accept_prob,
+    )
+    z, pe, grad, local, glob = place(per_chain, mesh)
+    return state._replace(
+        z=z, potential_energy=pe, z_grad=grad, local_accept_prob=local, global_accept_prob=glob
+    )
