@@ -6,8 +6,6 @@ kernel calls them from its constructor and from ``init``; nothing here is traced
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpyro
@@ -15,18 +13,11 @@ from numpyro.util import is_prng_key
 
 from numpyro_ebm import sharding
 from numpyro_ebm import tempering as tempering_
-from numpyro_ebm.flowmc import FlowMCSettings
+from numpyro_ebm.flowmc import KERNEL_SETTINGS, FlowMCSettings
 
 FROM_SETTINGS = object()
 """Default of the kernel's per-field arguments: "take this field from ``settings``" (``None`` is a
 real value of ``global_move`` and ``particle_batch_size``)."""
-
-KERNEL_SETTINGS = FlowMCSettings(global_move="imh")
-"""``FlowMCKernel``'s transition when the user passes none: the library's one set of defaults
-(:class:`~numpyro_ebm.flowmc.FlowMCSettings`) with IMH as the global move. After tempered warmup
-the flow covers the posterior, and an IMH proposal costs one density evaluation per chain where
-i-SIR costs ``n_particles``; the training bank keeps i-SIR, whose resampling tolerates a flow that
-lags a moving EBM."""
 
 __all__ = [
     "kernel_settings",
@@ -58,7 +49,7 @@ def kernel_settings(settings: FlowMCSettings | None, **fields) -> FlowMCSettings
         given["particle_batch_size"] = None
     if "step_size" in given:
         given["step_size"] = float(given["step_size"])
-    return dataclasses.replace(settings, **given)
+    return settings.replace(**given)
 
 
 def check_kernel_settings(kernel) -> None:

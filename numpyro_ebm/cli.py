@@ -76,17 +76,18 @@ def _cmd_train(args) -> int:
 
 def _cmd_sample(args) -> int:
     from numpyro_ebm.commands import sample
+    from numpyro_ebm.flowmc import FlowMCSettings
 
+    transition = {
+        name: getattr(args, name) for name in ("global_move", "n_particles", "n_local_steps", "step_size")
+    }
     summary = sample.sample_run(
         args.run,
         out=args.out,
         num_samples=args.num_samples,
         chains=args.chains,
         warmup=args.warmup,
-        global_move=args.global_move,
-        n_particles=args.n_particles,
-        n_local_steps=args.n_local_steps,
-        step_size=args.step_size,
+        settings=FlowMCSettings(**transition),
         train_flow=args.train_flow,
         seed=args.seed,
         progress=not args.no_progress,

@@ -9,6 +9,7 @@ Nothing in the library samples flowMC any other way.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ GLOBAL_MOVES = ("imh", "isir", None)
 __all__ = [
     "FlowMCInfo",
     "FlowMCSettings",
+    "KERNEL_SETTINGS",
     "flowmc_step",
     "run_chains",
     "check_flowmc_settings",
@@ -122,6 +124,64 @@ class FlowMCSettings:
             return
         if not (math.isfinite(eta) and eta > 0):
             raise ValueError(f"step_size must be positive and finite; got {self.step_size!r}.")
+
+    def replace(self, **fields) -> FlowMCSettings:
+        """These settings with ``fields`` replaced (checked again; an unknown name raises a
+        ``TypeError`` listing the fields).
+
+        Example:
+            >>> FlowMCSettings().replace(global_move="imh").global_move
+            'imh'
+        """
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(fields) - set(names))
+        if unknown:
+            raise TypeError(f"FlowMCSettings has no field(s) {unknown}; its fields are {names}.")
+        return dataclasses.replace(self, **fields)
+
+    def step(
+        self,
+        key: PRNGKeyArray,
+        chains: ChainState,
+        logdensity_fn: LogDensityFn,
+        flow,
+        *,
+        step_size: Float[Array, ""] | Float[Array, " chains"] | float | None = None,
+        keep_trajectory: bool = False,
+    ) -> tuple[ChainState, FlowMCInfo]:
+        """One :func:`flowmc_step` with these settings: the one place that hands the transition's
+        fields to it. ``step_size`` (scalar or ``(chains,)``, may be traced) defaults to
+        ``self.step_size``; the adapted one lives in the caller's state.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> from numpyro_ebm.moves import init_chains
+            >>> logp = lambda x: -0.5 * jnp.sum(x**2)
+            >>> chains = init_chains(jnp.zeros((4, 2)), logp)
+            >>> chains, info = FlowMCSettings(global_move=None).step(jax.random.key(0), chains, logp, None)
+            >>> info.local_accept_prob.shape
+            (4,)
+        """
+        return flowmc_step(
+            key,
+            chains,
+            logdensity_fn,
+            flow,
+            step_size=self.step_size if step_size is None else step_size,
+            n_local_steps=self.n_local_steps,
+            global_move=self.global_move,
+            n_particles=self.n_particles,
+            particle_batch_size=self.particle_batch_size,
+            keep_trajectory=keep_trajectory,
+        )
+
+
+KERNEL_SETTINGS = FlowMCSettings(global_move="imh")
+"""``FlowMCKernel``'s (and its tempered SMC's) transition when the user passes none: the
+library's one set of defaults with IMH as the global move. After tempered warmup the flow covers
+the posterior, and an IMH proposal costs one density evaluation per chain where i-SIR costs
+``n_particles``; the training bank keeps i-SIR, whose resampling tolerates a flow that lags a
+moving EBM."""
 
 
 def check_flowmc_settings(step_size, n_local_steps, global_move, n_particles) -> None:
@@ -248,20 +308,10 @@ def run_chains(
     """
     if not _is_count(num_steps, 1):
         raise ValueError(f"num_steps must be an integer >= 1; got {num_steps!r}.")
-    eta = settings.step_size if step_size is None else step_size
 
     def cycle(chains, cycle_key):
-        return flowmc_step(
-            cycle_key,
-            chains,
-            logdensity_fn,
-            flow,
-            step_size=eta,
-            n_local_steps=settings.n_local_steps,
-            global_move=settings.global_move,
-            n_particles=settings.n_particles,
-            particle_batch_size=settings.particle_batch_size,
-            keep_trajectory=keep_trajectory,
+        return settings.step(
+            cycle_key, chains, logdensity_fn, flow, step_size=step_size, keep_trajectory=keep_trajectory
         )
 
     chains, info = jax.lax.scan(cycle, chains, jax.random.split(key, num_steps))

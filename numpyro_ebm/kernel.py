@@ -32,7 +32,7 @@ from numpyro_ebm._kernel_checks import (
     kernel_settings,
 )
 from numpyro_ebm._keys import as_typed_key, like_key
-from numpyro_ebm.flowmc import FlowMCSettings, flowmc_step
+from numpyro_ebm.flowmc import FlowMCSettings
 from numpyro_ebm.kernel_state import FlowMCState, place_chains
 from numpyro_ebm.kernel_target import FlatTarget, flat_target
 from numpyro_ebm.moves import ChainState
@@ -270,17 +270,8 @@ class FlowMCKernel(MCMCKernel):
         flow = None
         if self.settings.global_move is not None:
             flow = flows.combine(state.flow_params, self._flow_static)
-        chains, info = flowmc_step(
-            key_step,
-            chains,
-            self._logdensity_fn(model_args, model_kwargs),
-            flow,
-            step_size=state.step_size,
-            n_local_steps=self.settings.n_local_steps,
-            global_move=self.settings.global_move,
-            n_particles=self.settings.n_particles,
-            particle_batch_size=self.settings.particle_batch_size,
-        )
+        logdensity_fn = self._logdensity_fn(model_args, model_kwargs)
+        chains, info = self.settings.step(key_step, chains, logdensity_fn, flow, step_size=state.step_size)
         state = state._replace(
             i=state.i + 1,
             z=self._target.unravel_fn(chains.position),

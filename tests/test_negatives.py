@@ -247,9 +247,13 @@ def test_flowmc_settings_round_trip_and_run_chains_is_the_flowmc_step_loop():
     from numpyro_ebm.moves import init_chains
 
     settings = FlowMCSettings(n_local_steps=2, n_particles=4, step_size=0.3)
-    sampler = ng.FlowMC.from_settings(_flow(), settings, n_cycles=3)
+    sampler = ng.FlowMC(_flow(), settings, n_cycles=3)
     assert sampler.settings == settings and sampler.n_states == 9
     assert ng.FlowMC(_flow(), target_accept=None).settings.adapt_step_size is False
+    # A keyword replaces its field of the settings; an unknown one names the fields.
+    assert ng.FlowMC(_flow(), settings, n_particles=8).settings == settings.replace(n_particles=8)
+    with pytest.raises(TypeError, match="n_particels"):
+        ng.FlowMC(_flow(), n_particels=8)
     flow = combine(*partition(_flow()))
     logp = lambda x: -0.5 * jnp.sum(x**2)  # noqa: E731
     chains = init_chains(jax.random.normal(jax.random.key(0), (8, DIM)), logp)

@@ -133,8 +133,7 @@ def test_smc_population_weights_and_evidence():
         particles,
         flow,
         optimizer=optax.adam(1e-3),
-        step_size=0.1,
-        global_move=None,
+        transition=ne.FlowMCSettings(step_size=0.1, global_move=None),
         fit_flow=False,
     )
     heavy = float((target.zones(out.position) == 1).mean())

@@ -227,7 +227,7 @@ def test_resume_refuses_other_settings_and_names_them(tmp_path):
     ebm, sampler, data = _small_run_setup()
     kwargs = dict(key=jax.random.key(3), batch_size=12, bank_size=48, chunk_size=2, progress=False)
     train(ebm, data, negatives=sampler, num_steps=2, checkpoint_dir=tmp_path, **kwargs)
-    other = eqx.tree_at(lambda s: s.n_particles, sampler, 6)
+    other = eqx.tree_at(lambda s: s.settings, sampler, sampler.settings.replace(n_particles=6))
     with pytest.raises(
         ValueError, match=r"num_steps: checkpoint 2, now 4; sampler\.n_particles: checkpoint 8, now 6"
     ):

@@ -15,6 +15,7 @@ import numpy as np
 
 from numpyro_ebm import diagnostics
 from numpyro_ebm._json import jsonable, write_json
+from numpyro_ebm.flowmc import FlowMCSettings
 from numpyro_ebm.kernel import FlowMCKernel
 from numpyro_ebm.runs import UsageError, load_run, run_target
 
@@ -28,18 +29,16 @@ def sample_run(
     num_samples: int = 1000,
     chains: int = 64,
     warmup: int = 200,
-    global_move: str = "isir",
-    n_particles: int = 32,
-    n_local_steps: int = 4,
-    step_size: float = 0.01,
+    settings: FlowMCSettings | None = None,
     train_flow: bool = False,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Sample the EBM of ``run_dir`` with ``MCMC(FlowMCKernel(...), chain_method="vectorized")``.
 
-    The run's trained flow proposes the global moves (frozen unless ``train_flow``; a run without
-    a flow fits one during warmup). Chains start from the negative bank. Writes ``samples.npy``
+    ``settings`` is the transition (default ``FlowMCSettings()``: i-SIR). The run's trained flow
+    proposes the global moves (frozen unless ``train_flow``; a run without a flow fits one during
+    warmup). Chains start from the negative bank. Writes ``samples.npy``
     ``(chains, draws, dim)``, ``samples.nc`` (ArviZ) and ``sample_summary.json`` to ``out``
     (default: ``run_dir``).
 
@@ -76,10 +75,7 @@ def sample_run(
         potential_fn=potential_fn,
         flow=run.flow,
         train_flow=run.flow is None or train_flow,
-        global_move=global_move,
-        n_particles=n_particles,
-        n_local_steps=n_local_steps,
-        step_size=step_size,
+        settings=FlowMCSettings() if settings is None else settings,
     )
     mcmc = MCMC(
         kernel,

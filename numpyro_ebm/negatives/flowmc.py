@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import KW_ONLY
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +17,6 @@ from numpyro_ebm.moves import init_chains
 from numpyro_ebm.negatives.base import AbstractNegatives, Keep, _point_log_density, _Run
 
 __all__ = ["FlowMC", "UnbalancedWarning"]
-
-_DEFAULTS = FlowMCSettings()
 
 
 class UnbalancedWarning(UserWarning):
@@ -80,7 +77,7 @@ class FlowMC(AbstractNegatives):
     Each call runs ``n_cycles`` flowMC cycles (:func:`numpyro_ebm.flowmc.run_chains`: one global
     move, ``"isir"`` or ``"imh"``, then ``n_local_steps`` MALA steps) on chains drawn from the
     bank. The trainer fits the flow to the negatives (one optax step of forward KL per EBM step).
-    The transition's defaults are :class:`~numpyro_ebm.flowmc.FlowMCSettings`'s, the library's
+    The transition is a :class:`~numpyro_ebm.flowmc.FlowMCSettings`, by default the library's
     one set: i-SIR with 32 particles, 4 MALA steps per cycle, and a MALA step size that adapts
     toward 0.574 acceptance by the x1.05 rule (``numpyro_ebm.adaptation``), from 0.1. A fixed step
     over-mixes nothing and under-mixes much: the paper's 0.01 gave acceptance 1.00 in d = 16
@@ -90,15 +87,14 @@ class FlowMC(AbstractNegatives):
 
     Args:
         flow: initial flow (identity-initialised, e.g. ``default_flow(..., identity_init=True)``).
-        n_particles: i-SIR particles, current state included.
-        global_move: ``"isir"`` or ``"imh"``.
-        step_size: initial MALA step size.
-        n_local_steps: MALA steps per cycle.
+        settings: the transition (``global_move`` must be ``"isir"`` or ``"imh"``); default
+            ``FlowMCSettings()``.
         n_cycles: flowMC cycles per training step.
         keep: ``"last"`` or ``k`` states per chain taken evenly from the ``n_cycles *
             (1 + n_local_steps)`` states of the trajectory.
-        target_accept: adapt the step size toward this MALA acceptance (``None``: fixed).
-        particle_batch_size: bound the memory of the i-SIR particle evaluation.
+        **fields: each replaces its field of ``settings``: ``n_particles``, ``global_move``,
+            ``step_size``, ``n_local_steps``, ``particle_batch_size``, and ``target_accept``
+            (the MALA acceptance the step size adapts toward; ``None``: a fixed step size).
 
     Example:
         >>> import jax
@@ -106,73 +102,66 @@ class FlowMC(AbstractNegatives):
         >>> sampler = FlowMC(default_flow(jax.random.key(0), 2, identity_init=True))
         >>> sampler.persistent, sampler.flow_training, sampler.n_states, sampler.target_accept
         (True, 'negatives', 10, 0.574)
-        >>> sampler.settings.adapt_step_size
-        True
+        >>> FlowMC(sampler.flow, n_particles=8, target_accept=None).settings.adapt_step_size
+        False
     """
 
     flow: AbstractDistribution
-    _: KW_ONLY
-    n_particles: int = _DEFAULTS.n_particles
-    global_move: Literal["isir", "imh"] = "isir"
-    step_size: float = _DEFAULTS.step_size
-    n_local_steps: int = _DEFAULTS.n_local_steps
-    n_cycles: int = 2
-    keep: Keep = "last"
-    target_accept: float | None = _DEFAULTS.target_accept_prob
-    particle_batch_size: int | None = _DEFAULTS.particle_batch_size
+    settings: FlowMCSettings
+    n_cycles: int
+    keep: Keep
 
     persistent: ClassVar[bool] = True
     flow_training: ClassVar[str] = "negatives"
     start: ClassVar[str] = "flow"
     _count_fields: ClassVar[tuple[str, ...]] = ("n_cycles",)
 
-    def __check_init__(self):
-        if self.global_move not in ("isir", "imh"):
-            raise ValueError(f"FlowMC: global_move must be 'isir' or 'imh'; got {self.global_move!r}.")
+    def __init__(
+        self,
+        flow: AbstractDistribution,
+        settings: FlowMCSettings | None = None,
+        *,
+        n_cycles: int = 2,
+        keep: Keep = "last",
+        **fields,
+    ):
+        if settings is not None and not isinstance(settings, FlowMCSettings):
+            raise TypeError(f"FlowMC: settings must be a FlowMCSettings; got {type(settings).__name__}.")
+        if "target_accept" in fields:  # None: a fixed step size
+            target = fields.pop("target_accept")
+            fields["adapt_step_size"] = target is not None
+            if target is not None:
+                fields["target_accept_prob"] = target
         try:
-            self.settings  # noqa: B018 - FlowMCSettings holds the checks
-        except ValueError as err:
-            raise ValueError(f"FlowMC: {err}") from None
+            self.settings = (FlowMCSettings() if settings is None else settings).replace(**fields)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"FlowMC: {err}") from None
+        self.flow, self.n_cycles, self.keep = flow, n_cycles, keep
+
+    def __check_init__(self):
+        if self.settings.global_move not in ("isir", "imh"):
+            raise ValueError(
+                f"FlowMC: global_move must be 'isir' or 'imh'; got {self.settings.global_move!r}."
+            )
 
     @classmethod
     def from_settings(
         cls, flow: AbstractDistribution, settings: FlowMCSettings, *, n_cycles: int = 2, keep: Keep = "last"
     ) -> FlowMC:
-        """The sampler running ``settings``' transition ``n_cycles`` times per training step.
+        """``FlowMC(flow, settings, n_cycles=n_cycles, keep=keep)`` (kept for older code)."""
+        return cls(flow, settings, n_cycles=n_cycles, keep=keep)
 
-        Example:
-            >>> import jax
-            >>> from numpyro_ebm.flows import default_flow
-            >>> from numpyro_ebm.flowmc import FlowMCSettings
-            >>> flow = default_flow(jax.random.key(0), 2, identity_init=True)
-            >>> FlowMC.from_settings(flow, FlowMCSettings(n_local_steps=8), n_cycles=1).n_states
-            9
-        """
-        return cls(
-            flow,
-            n_particles=settings.n_particles,
-            global_move=settings.global_move,
-            step_size=settings.step_size,
-            n_local_steps=settings.n_local_steps,
-            n_cycles=n_cycles,
-            keep=keep,
-            target_accept=settings.target_accept_prob if settings.adapt_step_size else None,
-            particle_batch_size=settings.particle_batch_size,
-        )
+    # The transition's fields, read as before settings held them.
+    step_size = property(lambda self: self.settings.step_size)
+    n_local_steps = property(lambda self: self.settings.n_local_steps)
+    n_particles = property(lambda self: self.settings.n_particles)
+    global_move = property(lambda self: self.settings.global_move)
+    particle_batch_size = property(lambda self: self.settings.particle_batch_size)
 
     @property
-    def settings(self) -> FlowMCSettings:
-        """The transition as a :class:`~numpyro_ebm.flowmc.FlowMCSettings`."""
-        adapt = self.target_accept is not None
-        return FlowMCSettings(
-            step_size=self.step_size,
-            n_local_steps=self.n_local_steps,
-            global_move=self.global_move,
-            n_particles=self.n_particles,
-            particle_batch_size=self.particle_batch_size,
-            target_accept_prob=self.target_accept if adapt else _DEFAULTS.target_accept_prob,
-            adapt_step_size=adapt,
-        )
+    def target_accept(self) -> float | None:
+        """The MALA acceptance the step size adapts toward; ``None`` with a fixed step size."""
+        return self.settings.target_accept_prob if self.settings.adapt_step_size else None
 
     @property
     def n_states(self) -> int:

@@ -11,7 +11,7 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from numpyro_ebm import flows
-from numpyro_ebm.flowmc import flowmc_step
+from numpyro_ebm.flowmc import KERNEL_SETTINGS, FlowMCSettings
 from numpyro_ebm.moves import LogDensityFn, init_chains
 from numpyro_ebm.tempering.reference import initial_particles
 
@@ -141,12 +141,7 @@ def tempered_smc(
     flow,
     *,
     optimizer: optax.GradientTransformation,
-    step_size: float,
-    n_local_steps: int = 4,
-    global_move: str | None = "imh",
-    n_particles: int = 32,
-    particle_batch_size: int | None = None,
-    target_accept_prob: float = 0.574,
+    transition: FlowMCSettings = KERNEL_SETTINGS,
     flow_batch_size: int = 256,
     fit_flow: bool = True,
     settings: TemperedSMC = TemperedSMC(),
@@ -161,14 +156,10 @@ def tempered_smc(
         flow: a flow from :func:`~numpyro_ebm.flows.default_flow` (re-standardised to the
             particles at every level, then fitted to them).
         optimizer: optax transformation for the flow; re-initialised at every level.
-        step_size: initial MALA step size; adapted toward ``target_accept_prob`` after every
-            transition (the level's particles are a population, so this stays a valid SMC move).
-        n_local_steps: MALA steps per flowMC transition (as in
-            :func:`~numpyro_ebm.flowmc.flowmc_step`).
-        global_move: ``"imh"``, ``"isir"`` or ``None``.
-        n_particles: i-SIR particles per chain.
-        particle_batch_size: chains per batch when evaluating i-SIR particles.
-        target_accept_prob: MALA acceptance targeted.
+        transition: the flowMC move (:class:`~numpyro_ebm.flowmc.FlowMCSettings`; default the
+            kernel's, IMH). Its MALA step size adapts from ``transition.step_size`` toward
+            ``transition.target_accept_prob`` after every move (the level's particles are a
+            population, so this stays a valid SMC move).
         flow_batch_size: minibatch size of the flow fit.
         fit_flow: fit the flow at every level; ``False`` keeps it as given (a frozen flow).
         settings: :class:`TemperedSMC` (ESS fraction, moves and flow steps per level, guard).
@@ -185,7 +176,7 @@ def tempered_smc(
         >>> x0 = 5.0 * jax.random.normal(jax.random.key(0), (256, 2))
         >>> out = tempered_smc(jax.random.key(1), log_pi, log_ref, x0,
         ...                    default_flow(jax.random.key(2), 2, identity_init=True),
-        ...                    optimizer=optax.adam(1e-3), step_size=0.1)
+        ...                    optimizer=optax.adam(1e-3))
         >>> float(out.betas[-1]), out.position.shape
         (1.0, (256, 2))
         >>> 0.3 < float((out.position[:, 0] > 0).mean()) < 0.7
@@ -224,19 +215,9 @@ def tempered_smc(
 
         def move(carry, k):
             chains, log_step = carry
-            chains, info = flowmc_step(
-                k,
-                chains,
-                target,
-                flow_now,
-                step_size=jnp.exp(log_step),
-                n_local_steps=n_local_steps,
-                global_move=global_move,
-                n_particles=n_particles,
-                particle_batch_size=particle_batch_size,
-            )
-            if n_local_steps > 0:  # Robbins-Monro on log step size, gain 1
-                log_step = log_step + jnp.mean(info.local_accept_prob) - target_accept_prob
+            chains, info = transition.step(k, chains, target, flow_now, step_size=jnp.exp(log_step))
+            if transition.n_local_steps > 0:  # Robbins-Monro on log step size, gain 1
+                log_step = log_step + jnp.mean(info.local_accept_prob) - transition.target_accept_prob
             return (chains, log_step), jnp.mean(info.global_accept_prob)
 
         chains = init_chains(position, target)
@@ -250,7 +231,7 @@ def tempered_smc(
     loglik = loglik_fn(position)
     beta = jnp.zeros((), dtype)
     log_z = jnp.zeros((), dtype)
-    log_step = jnp.log(jnp.asarray(step_size, dtype))
+    log_step = jnp.log(jnp.asarray(transition.step_size, dtype))
     betas, accepts = [], []
     for key_level in jax.random.split(key, settings.max_levels):
         position, loglik, beta, log_z, log_step, params, glob = level(
@@ -277,7 +258,7 @@ def tempered_smc(
 def discover_modes(
     key: PRNGKeyArray,
     settings: TemperedSMC,
-    transition,
+    transition: FlowMCSettings,
     flow,
     flat: Float[Array, "chains dim"],
     logdensity_fn: LogDensityFn,
@@ -319,12 +300,7 @@ def discover_modes(
         particles,
         flow,
         optimizer=optimizer,
-        step_size=transition.step_size,
-        n_local_steps=transition.n_local_steps,
-        global_move=transition.global_move,
-        n_particles=transition.n_particles,
-        particle_batch_size=transition.particle_batch_size,
-        target_accept_prob=transition.target_accept_prob,
+        transition=transition,
         flow_batch_size=flow_batch_size,
         fit_flow=fit_flow,
         settings=settings,

@@ -110,13 +110,17 @@ def _describe(value: Any) -> Any:
 
 
 def sampler_settings(negatives) -> dict[str, Any]:
-    """The sampler's type and its static settings (its flow and other arrays left out)."""
+    """The sampler's type and its static settings (its flow and other arrays left out), flat:
+    ``FlowMC``'s transition fields sit beside ``n_cycles`` and ``keep``."""
     settings = {"type": type(negatives).__name__}
     for field in dataclasses.fields(negatives):
         value = getattr(negatives, field.name)
         if field.name.startswith("_") or eqx.is_array(value) or isinstance(value, eqx.Module):
             continue
-        settings[field.name] = _describe(value)
+        if dataclasses.is_dataclass(value):  # a FlowMCSettings: its fields, one by one
+            settings.update({k: _describe(v) for k, v in dataclasses.asdict(value).items()})
+        else:
+            settings[field.name] = _describe(value)
     return settings
 
 
