@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpyro
 from numpyro.util import is_prng_key
 
 from numpyro_ebm import sharding
 from numpyro_ebm import tempering as tempering_
+from numpyro_ebm._validate import positive_int
 from numpyro_ebm.flowmc import KERNEL_SETTINGS, FlowMCSettings
 
 FROM_SETTINGS = object()
@@ -26,10 +26,8 @@ __all__ = [
     "check_kernel_settings",
     "check_ensemble_key",
     "check_tempering",
-    "check_init_params",
     "check_finite_start",
     "check_logdensity",
-    "check_continuous",
 ]
 
 
@@ -64,8 +62,7 @@ def check_kernel_settings(kernel) -> None:
         ("flow_batch_size", k._flow_batch_size),
         ("buffer_iterations", k._buffer_iterations),
     ]:
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+        positive_int(value, name)
     if flow is not None and not hasattr(flow, "sample_and_log_prob"):
         raise TypeError(f"flow must be a flowjax distribution; got {type(flow).__name__}.")
 
@@ -97,21 +94,6 @@ def check_tempering(tempering) -> tempering_.TemperedSMC | None:
     return tempering
 
 
-def check_init_params(init_params, num_chains: int) -> None:
-    """Every leaf has a leading chain axis of size ``num_chains`` and a floating dtype."""
-    leaves = jax.tree.leaves(init_params)
-    if not leaves or any(jnp.ndim(x) < 1 or jnp.shape(x)[0] != num_chains for x in leaves):
-        shapes = [jnp.shape(x) for x in leaves]
-        raise ValueError(
-            f"init_params must have a leading chain axis of size {num_chains}; got leaf shapes "
-            f"{shapes}. For a potential_fn of one point x with shape (dim,), pass an array of "
-            f"shape ({num_chains}, dim)."
-        )
-    for x in leaves:
-        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            raise TypeError(f"init_params must be floating point; got dtype {jnp.result_type(x)}.")
-
-
 def check_finite_start(logdensity) -> None:
     """Every chain starts where the target's log density ``(chains,)`` is finite."""
     if not bool(jnp.all(jnp.isfinite(logdensity))):
@@ -130,34 +112,4 @@ def check_logdensity(logdensity_fn, flat) -> None:
             f"potential_fn must return a scalar for one point of shape {flat.shape[1:]}; it "
             f"returned shape {out.shape}. It receives one chain's parameters, not the batch: "
             "write it for a single point (FlowMCKernel vectorises it)."
-        )
-
-
-def check_continuous(model, key, model_args, model_kwargs, init_strategy) -> None:
-    """Raise before compilation if the model has latent sites FlowMCKernel cannot move.
-
-    The trace is the one NumPyro's ``initialize_model`` makes: ``init_strategy`` supplies every
-    continuous latent value, so an improper prior (``ImproperUniform``, ``.mask(False)``) is
-    never sampled. It is traced abstractly (``jax.eval_shape``), so it compiles nothing.
-    """
-    handlers = numpyro.handlers
-    discrete = []
-
-    def probe(key):
-        substituted = handlers.substitute(handlers.seed(model, key), substitute_fn=init_strategy)
-        with handlers.block():
-            trace = handlers.trace(substituted).get_trace(*model_args, **model_kwargs)
-        discrete.extend(
-            name
-            for name, site in trace.items()
-            if site["type"] == "sample" and not site["is_observed"] and site["fn"].support.is_discrete
-        )
-
-    # Shapes only: nothing is computed or compiled, and the support is static.
-    jax.eval_shape(probe, key)
-    if discrete:
-        raise ValueError(
-            f"FlowMCKernel moves continuous latent sites only; the model has discrete latent "
-            f"site(s) {discrete}. Marginalise them out (e.g. with a MixtureSameFamily) or use "
-            "numpyro.infer.MixedHMC / DiscreteHMCGibbs."
         )

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from numpyro_ebm._keys import as_typed_key
+from numpyro_ebm._validate import positive_int
 from numpyro_ebm.moves import ChainState, LogDensityFn, imh, isir, mala
 
 GlobalMove = Literal["imh", "isir"] | None
@@ -306,8 +307,7 @@ def run_chains(
         >>> info.local_accept_prob.shape, chains.position.shape
         ((3, 8), (8, 2))
     """
-    if not _is_count(num_steps, 1):
-        raise ValueError(f"num_steps must be an integer >= 1; got {num_steps!r}.")
+    positive_int(num_steps, "num_steps")
 
     def cycle(chains, cycle_key):
         return settings.step(

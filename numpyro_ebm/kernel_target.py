@@ -2,7 +2,8 @@
 
 The transition (:func:`~numpyro_ebm.flowmc.flowmc_step`) works on flattened unconstrained points
 ``(chains, dim)`` and ``log pi`` of one such point; NumPyro users hand the kernel a model with
-constrained, pytree-shaped sites. :func:`flat_target` does the translation once, in ``init``.
+constrained, pytree-shaped sites. :func:`flat_target` does the translation once, in ``init``
+(and for the tempering reference, the prior), after the checks below.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpyro
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 from numpyro.infer.ensemble_util import batch_ravel_pytree
 from numpyro.infer.util import initialize_model
 
-from numpyro_ebm._kernel_checks import check_continuous, check_init_params
-
-__all__ = ["FlatTarget", "flat_target"]
+__all__ = ["FlatTarget", "flat_target", "check_continuous", "check_init_params"]
 
 
 class FlatTarget(NamedTuple):
@@ -89,3 +89,48 @@ def flat_target(
     flat, unravel_fn = batch_ravel_pytree(init_params)
     unravel_one = ravel_pytree(jax.tree.map(lambda x: x[0], init_params))[1]
     return FlatTarget(init_params, jnp.asarray(flat), unravel_fn, unravel_one, potential_gen, postprocess_gen)
+
+
+def check_init_params(init_params, num_chains: int) -> None:
+    """Every leaf has a leading chain axis of size ``num_chains`` and a floating dtype."""
+    leaves = jax.tree.leaves(init_params)
+    if not leaves or any(jnp.ndim(x) < 1 or jnp.shape(x)[0] != num_chains for x in leaves):
+        shapes = [jnp.shape(x) for x in leaves]
+        raise ValueError(
+            f"init_params must have a leading chain axis of size {num_chains}; got leaf shapes "
+            f"{shapes}. For a potential_fn of one point x with shape (dim,), pass an array of "
+            f"shape ({num_chains}, dim)."
+        )
+    for x in leaves:
+        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            raise TypeError(f"init_params must be floating point; got dtype {jnp.result_type(x)}.")
+
+
+def check_continuous(model, key, model_args, model_kwargs, init_strategy) -> None:
+    """Raise before compilation if the model has latent sites FlowMCKernel cannot move.
+
+    The trace is the one NumPyro's ``initialize_model`` makes: ``init_strategy`` supplies every
+    continuous latent value, so an improper prior (``ImproperUniform``, ``.mask(False)``) is
+    never sampled. It is traced abstractly (``jax.eval_shape``), so it compiles nothing.
+    """
+    handlers = numpyro.handlers
+    discrete = []
+
+    def probe(key):
+        substituted = handlers.substitute(handlers.seed(model, key), substitute_fn=init_strategy)
+        with handlers.block():
+            trace = handlers.trace(substituted).get_trace(*model_args, **model_kwargs)
+        discrete.extend(
+            name
+            for name, site in trace.items()
+            if site["type"] == "sample" and not site["is_observed"] and site["fn"].support.is_discrete
+        )
+
+    # Shapes only: nothing is computed or compiled, and the support is static.
+    jax.eval_shape(probe, key)
+    if discrete:
+        raise ValueError(
+            f"FlowMCKernel moves continuous latent sites only; the model has discrete latent "
+            f"site(s) {discrete}. Marginalise them out (e.g. with a MixtureSameFamily) or use "
+            "numpyro.infer.MixedHMC / DiscreteHMCGibbs."
+        )

@@ -250,7 +250,7 @@ def _train(ebm, negatives, data=None, **overrides):
         (lambda: ng.FlowMC(_flow(), step_size=-0.01), ValueError, "step_size must be positive"),
         (lambda: ng.MALA(step_size=-1.0), ValueError, "step_size must be a positive"),
         (lambda: ng.FlowMC(_flow(), n_particles=0), ValueError, "n_particles must be an integer >= 2"),
-        (lambda: ng.ULA(n_steps=0), ValueError, "n_steps must be a positive integer"),
+        (lambda: ng.ULA(n_steps=0), ValueError, "n_steps must be an integer >= 1"),
     ],
     ids=[
         "flow-dim",

@@ -162,7 +162,7 @@ def _fail_if_compiled(*args, **kwargs):
 @pytest.mark.parametrize(
     "data, overrides, error, match",
     [
-        (np.full((64, 2), np.nan), {}, ValueError, "non-finite"),
+        (np.full((64, 2), np.nan), {}, ValueError, "NaN or inf"),
         (np.r_[np.zeros((63, 2)), [[np.inf, 0.0]]], {}, ValueError, "index 63"),
         (np.zeros((64, 3)), {}, ValueError, "dimension 3"),
         (np.zeros((4, 2)), {}, ValueError, "fewer than batch_size"),

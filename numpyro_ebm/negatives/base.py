@@ -21,6 +21,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from numpyro_ebm import adaptation
 from numpyro_ebm._keys import as_typed_key
+from numpyro_ebm._validate import positive_int
 from numpyro_ebm.energy import EnergyModel, as_numpyro
 from numpyro_ebm.moves import init_chains
 
@@ -98,9 +99,7 @@ class AbstractNegatives(eqx.Module):
                     f"{type(self).__name__}: {name} must be a positive finite number; got {value!r}."
                 )
         for name in self._count_fields:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{type(self).__name__}: {name} must be a positive integer; got {value!r}.")
+            positive_int(getattr(self, name), f"{type(self).__name__}: {name}")
         target = getattr(self, "target_accept", None)
         if target is not None and not (_is_positive_number(target) and target < 1):
             raise ValueError(
@@ -130,15 +129,8 @@ class AbstractNegatives(eqx.Module):
         """States in one chain's trajectory per call (what ``keep=k`` chooses from)."""
 
     @abc.abstractmethod
-    def _run(
-        self,
-        key: PRNGKeyArray,
-        ebm: EnergyModel,
-        flow: AbstractDistribution | None,
-        positions: Float[Array, "chains dim"],
-        step_size: Float[Array, ""],
-    ) -> _Run:
-        """The sampler's math: move ``positions`` toward the EBM."""
+    def _run(self, key, ebm, flow, positions, step_size) -> _Run:
+        """The sampler's math: move ``positions`` toward the EBM (arguments as in ``__call__``)."""
 
     # ------------------------------------------------------------------------------- shared
     @property
@@ -275,6 +267,19 @@ class AbstractNegatives(eqx.Module):
         if target is None:
             return step_size
         return adaptation.multiplicative_update(step_size, accept, target)
+
+
+class AbstractStepNegatives(AbstractNegatives):
+    """A sampler that makes ``n_steps`` moves per call, so one trajectory has ``n_steps`` states
+    (ULA, MALA, ShortRun, NT-EBM, CoopFlow)."""
+
+    n_steps: eqx.AbstractVar[int]
+
+    _count_fields: ClassVar[tuple[str, ...]] = ("n_steps",)
+
+    @property
+    def n_states(self) -> int:
+        return self.n_steps
 
 
 def _langevin_run(

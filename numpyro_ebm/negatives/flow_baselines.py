@@ -11,12 +11,18 @@ from flowjax.distributions import AbstractDistribution, AbstractTransformed
 
 from numpyro_ebm.energy import EnergyModel
 from numpyro_ebm.moves import mala, ula
-from numpyro_ebm.negatives.base import AbstractNegatives, Keep, _langevin_run, _point_log_density, _Run
+from numpyro_ebm.negatives.base import (
+    AbstractStepNegatives,
+    Keep,
+    _langevin_run,
+    _point_log_density,
+    _Run,
+)
 
 __all__ = ["NTEBM", "CoopFlow"]
 
 
-class NTEBM(AbstractNegatives):
+class NTEBM(AbstractStepNegatives):
     """NT-EBM negatives (Nijkamp et al. 2022): MALA in the latent space of the EBM's flow tilt.
 
     The EBM must be an exponential tilt of a flow ``q = T_# rho``,
@@ -46,11 +52,6 @@ class NTEBM(AbstractNegatives):
     persistent: ClassVar[bool] = False
     flow_training: ClassVar[str] = "tilt"
     start: ClassVar[str] = "flow"
-    _count_fields: ClassVar[tuple[str, ...]] = ("n_steps",)
-
-    @property
-    def n_states(self) -> int:
-        return self.n_steps
 
     def validate(self, ebm: EnergyModel, batch_size: int) -> None:
         if not isinstance(ebm, EnergyModel):
@@ -75,7 +76,7 @@ class NTEBM(AbstractNegatives):
         return run._replace(final=transform(run.final), trajectory=trajectory)
 
 
-class CoopFlow(AbstractNegatives):
+class CoopFlow(AbstractStepNegatives):
     """CoopFlow negatives (Xie et al. 2022): flow samples refined by noise-free Langevin.
 
     Every step draws fresh flow samples and moves them ``n_steps`` times by
@@ -105,11 +106,6 @@ class CoopFlow(AbstractNegatives):
     persistent: ClassVar[bool] = False
     flow_training: ClassVar[str] = "negatives"
     start: ClassVar[str] = "flow"
-    _count_fields: ClassVar[tuple[str, ...]] = ("n_steps",)
-
-    @property
-    def n_states(self) -> int:
-        return self.n_steps
 
     def _run(self, key, ebm, flow, positions, step_size) -> _Run:
         return _langevin_run(

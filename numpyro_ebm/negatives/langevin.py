@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from numpyro_ebm.moves import mala, ula
 from numpyro_ebm.negatives.base import (
     NOISE_STARTS,
-    AbstractNegatives,
+    AbstractStepNegatives,
     Keep,
     _langevin_run,
     _point_log_density,
@@ -18,21 +18,29 @@ from numpyro_ebm.negatives.base import (
 __all__ = ["ULA", "MALA", "ShortRun"]
 
 
-class _GradientChains(AbstractNegatives):
-    """What ULA, MALA and ShortRun share: ``n_steps`` of one gradient move from the bank or noise.
+class _GradientChains(AbstractStepNegatives):
+    """What ULA, MALA and ShortRun share: ``n_steps`` of one gradient move (``_move``:
+    ``moves.ula`` or ``moves.mala``) from the bank or from noise, and these fields.
 
-    A subclass declares its fields (``step_size``, ``n_steps``, ``start``, ``start_scale``,
-    ``keep``), ``persistent`` and ``_move`` (``moves.ula`` or ``moves.mala``).
+    Args:
+        step_size: ``eta`` in ``x' = x + eta grad log p(x) + sqrt(2 eta) xi`` (initial, if adapted).
+        n_steps: moves per training step.
+        start: ``"uniform"``, ``"gaussian"`` or ``"base"`` (bank initialisation, or every step's
+            start for a non-persistent sampler).
+        start_scale: half-width of the uniform start / standard deviation of the Gaussian one.
+        keep: ``"last"`` or ``k`` states per chain taken evenly from the trajectory.
     """
+
+    _: KW_ONLY
+    step_size: float = 0.01
+    n_steps: int = 10
+    start: Literal["uniform", "gaussian", "base"] = "uniform"
+    start_scale: float = 1.0
+    keep: Keep = "last"
 
     flow_training: ClassVar[None] = None
     _positive_fields: ClassVar[tuple[str, ...]] = ("step_size", "start_scale")
-    _count_fields: ClassVar[tuple[str, ...]] = ("n_steps",)
     _starts: ClassVar[tuple[str, ...]] = NOISE_STARTS
-
-    @property
-    def n_states(self) -> int:
-        return self.n_steps
 
     def _run(self, key, ebm, flow, positions, step_size) -> _Run:
         return _langevin_run(
@@ -48,9 +56,9 @@ class ULA(_GradientChains):
     10 steps of 0.01.
 
     Args:
-        step_size: ``eta`` in ``x' = x + eta grad log p(x) + sqrt(2 eta) xi``.
-        n_steps: ULA steps per training step.
-        start: ``"uniform"``, ``"gaussian"`` or ``"base"`` (bank initialisation).
+        step_size: ``eta`` in ``x' = x + eta grad log p(x) + sqrt(2 eta) xi`` (default 0.01).
+        n_steps: ULA steps per training step (default 10).
+        start: ``"uniform"`` (default), ``"gaussian"`` or ``"base"`` (bank initialisation).
         start_scale: half-width of the uniform start / standard deviation of the Gaussian one.
         keep: ``"last"`` or ``k`` states per chain taken evenly from the trajectory.
 
@@ -59,13 +67,6 @@ class ULA(_GradientChains):
         True
     """
 
-    _: KW_ONLY
-    step_size: float = 0.01
-    n_steps: int = 10
-    start: Literal["uniform", "gaussian", "base"] = "uniform"
-    start_scale: float = 1.0
-    keep: Keep = "last"
-
     persistent: ClassVar[bool] = True
     _move: ClassVar = staticmethod(ula)
 
@@ -73,13 +74,8 @@ class ULA(_GradientChains):
 class MALA(_GradientChains):
     """Persistent MALA negatives (MALA-PCD): ULA-EBM with a Metropolis correction.
 
-    Args:
-        step_size: initial MALA step size.
-        n_steps: MALA steps per training step.
-        target_accept: adapt the step size toward this acceptance (``None``: fixed).
-        start: ``"gaussian"``, ``"uniform"`` or ``"base"``.
-        start_scale: scale of the uniform / Gaussian start.
-        keep: ``"last"`` or ``k`` states per chain taken evenly from the trajectory.
+    Fields as :class:`ULA` (here ``start="gaussian"`` by default), plus ``target_accept``: adapt
+    the step size toward this acceptance (``None``, the default: fixed).
 
     Example:
         >>> MALA(step_size=0.05, n_steps=20, target_accept=0.75).n_states
@@ -87,12 +83,8 @@ class MALA(_GradientChains):
     """
 
     _: KW_ONLY
-    step_size: float = 0.01
-    n_steps: int = 10
-    target_accept: float | None = None
     start: Literal["uniform", "gaussian", "base"] = "gaussian"
-    start_scale: float = 1.0
-    keep: Keep = "last"
+    target_accept: float | None = None
 
     persistent: ClassVar[bool] = True
     _move: ClassVar = staticmethod(mala)
@@ -101,12 +93,7 @@ class MALA(_GradientChains):
 class ShortRun(_GradientChains):
     """Non-persistent short-run ULA from noise (Nijkamp et al. 2019): every step starts afresh.
 
-    Args:
-        step_size: ULA step size.
-        n_steps: ULA steps from the noise start.
-        start: ``"uniform"``, ``"gaussian"`` or ``"base"``.
-        start_scale: scale of the noise start.
-        keep: ``"last"`` or ``k`` states per chain taken evenly from the trajectory.
+    Fields as :class:`ULA`; ``n_steps`` (default 50) counts the ULA steps from the noise start.
 
     Example:
         >>> ShortRun(step_size=0.01, n_steps=50).persistent
@@ -114,11 +101,7 @@ class ShortRun(_GradientChains):
     """
 
     _: KW_ONLY
-    step_size: float = 0.01
     n_steps: int = 50
-    start: Literal["uniform", "gaussian", "base"] = "uniform"
-    start_scale: float = 1.0
-    keep: Keep = "last"
 
     persistent: ClassVar[bool] = False
     _move: ClassVar = staticmethod(ula)

@@ -10,16 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
-from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray
-from numpyro.infer.ensemble_util import batch_ravel_pytree
 from numpyro.infer.initialization import init_to_sample
-from numpyro.infer.util import initialize_model, potential_energy
 from numpyro.primitives import Messenger
+
+from numpyro_ebm.kernel_target import flat_target
 
 if TYPE_CHECKING:
     from numpyro_ebm.tempering.smc import TemperedSMC
@@ -96,21 +94,8 @@ def prior_reference(key: PRNGKeyArray, model: Callable, model_args, model_kwargs
     masked = _MaskSites(model, [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]])
     if any(s["type"] == "sample" and not s["is_observed"] and _is_improper(s["fn"]) for s in trace.values()):
         return None
-    params_info, _, _, _ = initialize_model(
-        jax.random.split(key, num_particles),
-        masked,
-        init_strategy=init_to_sample,
-        model_args=model_args,
-        model_kwargs=model_kwargs,
-        validate_grad=False,
-    )
-    flat, _ = batch_ravel_pytree(params_info[0])
-    unravel_one = ravel_pytree(jax.tree.map(lambda x: x[0], params_info[0]))[1]
-
-    def log_prior(z):
-        return -potential_energy(masked, model_args, model_kwargs, unravel_one(z))
-
-    return jnp.asarray(flat), log_prior
+    prior = flat_target(masked, key, num_particles, None, init_to_sample, model_args, model_kwargs)
+    return prior.flat, prior.logdensity_fn(None, model_args, model_kwargs)
 
 
 def initial_particles(key: PRNGKeyArray, settings: TemperedSMC, model, model_args, model_kwargs, flat):

@@ -11,6 +11,7 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from numpyro_ebm import flows
+from numpyro_ebm._validate import positive_int
 from numpyro_ebm.flowmc import KERNEL_SETTINGS, FlowMCSettings
 from numpyro_ebm.moves import LogDensityFn, init_chains
 from numpyro_ebm.tempering.reference import initial_particles
@@ -57,9 +58,7 @@ class TemperedSMC:
         if not 0.0 < self.ess_fraction < 1.0:
             raise ValueError(f"ess_fraction must lie in (0, 1); got {self.ess_fraction!r}.")
         for name in ("n_mcmc_steps", "flow_steps", "max_levels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+            positive_int(getattr(self, name), name)
         if self.num_particles is not None and (
             not isinstance(self.num_particles, int) or self.num_particles < 2
         ):

@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from numpyro_ebm import sharding
+from numpyro_ebm._validate import check_finite_rows
 
 
 def _check_count(name: str, value, minimum: int = 1) -> None:
@@ -69,13 +70,7 @@ def _check_data(data, dim: int, batch_size: int, dtype) -> np.ndarray:
         raise ValueError(
             f"data has {array.shape[0]} points, fewer than batch_size={batch_size}; lower batch_size."
         )
-    bad = ~np.all(np.isfinite(array), axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise ValueError(
-            f"data holds {rows.size} non-finite row(s) (NaN or inf), the first at index {rows[0]}; "
-            "drop or impute them before training."
-        )
+    check_finite_rows(array, "data", "drop or impute them before training.")
     with np.errstate(over="ignore"):
         converted = array.astype(np.dtype(dtype))
     bad = ~np.all(np.isfinite(converted), axis=1)
