@@ -173,6 +173,39 @@ def test_flowmc_step_runs_inside_user_jit():
     assert acc.shape == (5,) and bool(jnp.all(jnp.isfinite(chains.position)))
 
 
+def test_kernel_step_is_a_direct_flowmc_step():
+    """One ``kernel.sample`` moves the chains exactly as ``flowmc_step`` with the same key, chains,
+    flow and the fields passed by hand (so the kernel forwards its settings, nothing else)."""
+    target = two_gaussians_target()
+    kernel = ne.FlowMCKernel(
+        potential_fn=lambda x: -target.log_prob(x),
+        global_move="isir",
+        n_particles=4,
+        n_local_steps=2,
+        step_size=0.3,
+    )
+    init = 2.0 * jax.random.normal(jax.random.key(1), (8, 2))
+    state = kernel.init(jax.random.split(jax.random.key(0), 8), 3, init)
+    new = kernel.sample(state, (), {})
+    _, key_step, _ = jax.random.split(state.rng_key, 3)  # the kernel's split of its state's key
+    chains = ne.moves.ChainState(state.z, -state.potential_energy, -state.z_grad)
+    flow = flows.combine(*flows.partition(kernel.get_flow(state)))
+    by_hand, info = ne.flowmc_step(
+        key_step,
+        chains,
+        target.log_prob,
+        flow,
+        step_size=0.3,
+        n_local_steps=2,
+        global_move="isir",
+        n_particles=4,
+    )
+    np.testing.assert_array_equal(new.z, by_hand.position)
+    np.testing.assert_array_equal(new.potential_energy, -by_hand.logdensity)
+    np.testing.assert_array_equal(new.global_accept_prob, info.global_accept_prob)
+    assert float(jnp.mean(info.global_accept_prob)) > 0  # the flow move happened, not only MALA
+
+
 def _discrete_model():
     numpyro.sample("k", dist.Bernoulli(0.3))
 
