@@ -9,9 +9,9 @@ shifts them by far more (the flows below are deliberately not the target).
 The MALA moves (MALA, NT-EBM's latent MALA, and the local moves of FlowMC) run at step 1.0 on
 the standard normal tilt, where the Langevin proposal is ``sqrt(2) xi``: without its Metropolis
 correction (ULA) the variance is 2 after one step, 16 SE off, so the invariance test fails on a
-MALA that lost its correction (checked by making ``moves._metropolis`` accept everything:
-mala, flowmc_isir and flowmc_imh went red; ntebm was at step 0.1 then and is at 1.0 now). The
-mean check alone is symmetric and could not see it.
+MALA that lost its correction (``test_invariance_check_catches_mala_without_metropolis`` makes
+``moves._metropolis`` accept everything and checks that mala and flowmc_isir go red; by hand,
+flowmc_imh and ntebm did too). The mean check alone is symmetric and could not see it.
 """
 
 import functools
@@ -19,6 +19,7 @@ import functools
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import mutants
 import numpy as np
 import optax
 import pytest
@@ -72,13 +73,15 @@ def _setup(name, net=None, identity=False):
     return sampler, ebm, flow
 
 
-@eqx.filter_jit
-def _move(sampler, ebm, flow, bank, key, step_size, n_chains):
+def _move_unjitted(sampler, ebm, flow, bank, key, step_size, n_chains):
     """One training step's worth of sampling: pick chains, move them, write them back."""
     k1, k2 = jax.random.split(key)
     index, start = sampler.chains_from_bank(k1, ebm, flow, bank, n_chains)
     out = sampler(k2, ebm, flow, start, step_size)
     return bank.at[index].set(out.final), out
+
+
+_move = eqx.filter_jit(_move_unjitted)
 
 
 class HoleNet(eqx.Module):
@@ -122,7 +125,7 @@ def test_runs_and_keeps_chains_finite(name):
 
 
 @pytest.mark.parametrize("name", [n for n, (_, _, exact) in SAMPLERS.items() if exact])
-def test_leaves_the_initial_ebm_invariant(name):
+def test_leaves_the_initial_ebm_invariant(name, move=_move):
     sampler, ebm, flow = _setup(name, net=HoleNet(jnp.asarray(jnp.inf)))  # E = 0 everywhere
     flow_now = combine(*partition(flow))
     n = N_CHAINS
@@ -131,10 +134,19 @@ def test_leaves_the_initial_ebm_invariant(name):
     tilt = reference_flow if sampler.flow_training == "tilt" else flow_now.base_dist
     bank = tilt.sample(jax.random.key(0), (n,))
     reference = tilt.sample(jax.random.key(1), (20_000,))
-    _, out = _move(sampler, ebm, flow_now, bank, jax.random.key(2), sampler.init_step_size(), n)
+    _, out = move(sampler, ebm, flow_now, bank, jax.random.key(2), sampler.init_step_size(), n)
     scale = np.asarray(reference.std(0))
     assert np.all(np.abs(np.asarray(out.negatives.mean(0) - reference.mean(0))) < 0.2 * scale)
     assert np.all(np.abs(np.asarray(out.negatives.var(0) / reference.var(0)) - 1.0) < 0.3)
+
+
+@pytest.mark.parametrize("name", ["mala", "flowmc_isir"])
+def test_invariance_check_catches_mala_without_metropolis(name, monkeypatch):
+    """The check above can fail: with every MALA proposal accepted (ULA) it goes red."""
+    mutants.always_accept(monkeypatch)
+    fresh = eqx.filter_jit(lambda *args: _move_unjitted(*args))  # not _move's compiled, correct program
+    with pytest.raises(AssertionError):
+        test_leaves_the_initial_ebm_invariant(name, move=fresh)
 
 
 def test_keep_takes_states_evenly_from_the_trajectory():
