@@ -20,7 +20,7 @@ def is_count(value: Any, minimum: int = 1) -> bool:
         >>> is_count(np.int64(2), 2), is_count(True), is_count(2.0)
         (True, False, False)
     """
-    return not isinstance(value, bool) and isinstance(value, int | np.integer) and value >= minimum
+    return not isinstance(value, bool) and isinstance(value, int | np.integer) and bool(value >= minimum)
 
 
 def positive_int(value: Any, name: str) -> int:
