@@ -19,29 +19,16 @@ wall and CPU seconds of the whole ``MCMC.run`` (CPU time is steadier on a shared
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import MCMC
 
 import numpyro_ebm as ne
 from numpyro_ebm.datasets import GaussianMixture, Target, gaussian_mixture_target, two_gaussians_target
-
-
-def mixture_model(y):
-    w = numpyro.sample("w", dist.Dirichlet(jnp.ones(3)))
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0).expand([3]))
-    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
-    numpyro.sample("y", dist.MixtureSameFamily(dist.Categorical(w), dist.Normal(mu, sigma)), obs=y)
-
-
-Y = jnp.concatenate([jnp.linspace(-1.0, 1.0, 15) + c for c in (-4.0, 0.0, 4.0)])
-LABELLINGS = list(itertools.permutations(range(3)))
+from numpyro_ebm.datasets import label_switching as labels
 
 
 def _target(name):
@@ -67,10 +54,10 @@ def main():
     key = jax.random.key(args.seed)
     if args.target == "labels":
         kernel = ne.FlowMCKernel(
-            mixture_model, global_move=args.global_move, tempering=None if args.off else "smc"
+            labels.model, global_move=args.global_move, tempering=None if args.off else "smc"
         )
-        run_args, run_kwargs = (Y,), {}
-        truth = np.full(6, 1 / 6)
+        run_args, run_kwargs = (labels.DATA,), {}
+        truth = np.full(len(labels.LABELLINGS), 1 / len(labels.LABELLINGS))
     else:
         target = _target(args.target)
         reference = dist.Normal(0.0, 5.0).expand([target.dim])
@@ -98,10 +85,7 @@ def main():
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     samples = mcmc.get_samples(group_by_chain=True)
     if args.target == "labels":
-        order = np.argsort(np.asarray(samples["mu"]), axis=-1)
-        zones = sum(order[..., i] * 3 ** (2 - i) for i in range(3))
-        codes = [sum(p[i] * 3 ** (2 - i) for i in range(3)) for p in LABELLINGS]
-        zones = np.vectorize({c: k for k, c in enumerate(codes)}.__getitem__)(zones)
+        zones = labels.labelling(samples["mu"])
     else:
         zones = np.asarray(target.zones(samples))
     per_chain = np.stack([(zones == k).mean(axis=1) for k in range(len(truth))], axis=-1)

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import re
 import statistics
 import time
-from pathlib import Path
 
 import jax
+from _doc_section import write_section
 from tqdm import tqdm
 
 from numpyro_ebm import flowmc_step, flows, moves
@@ -32,8 +31,6 @@ SWEEPS = {
     "particles": [4, 16, 64, 256],
     "dim": [4, 16, 64, 128],
 }
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-START, END = "<!-- scaling:start -->", "<!-- scaling:end -->"
 
 
 def time_cycle(chains: int, particles: int, dim: int, repeats: int = 7) -> float:
@@ -88,17 +85,12 @@ def main(argv=None) -> None:
     print(table)
     if args.no_write:
         return
-    section = (
-        f"{START}\nCommand: `python benchmarks/scaling.py`  \nDate: {datetime.date.today()}, "
+    body = (
+        f"Command: `python benchmarks/scaling.py`  \nDate: {datetime.date.today()}, "
         f"machine: {platform.machine()} CPU, {jax.device_count()} device(s), jax {jax.__version__}\n\n"
-        f"{table}\n{END}"
+        f"{table}"
     )
-    text = DOC.read_text()
-    if START in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
-    else:
-        text += "\n## Cost against chains, particles and dimension\n\n" + section + "\n"
-    DOC.write_text(text)
+    write_section("scaling", body, "Cost against chains, particles and dimension")
 
 
 if __name__ == "__main__":

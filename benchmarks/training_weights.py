@@ -19,7 +19,6 @@ import argparse
 import datetime
 import json
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -33,14 +32,12 @@ from numpyro.infer import MCMC
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the targets are shared with the tests
 
+from _doc_section import write_section  # noqa: E402
 from _weights_setup import unequal_mixture_target  # noqa: E402
 
 from numpyro_ebm import FlowMCKernel, datasets, diagnostics, flows, nets, train  # noqa: E402
 from numpyro_ebm import negatives as ng  # noqa: E402
 from numpyro_ebm.energy import EnergyModel  # noqa: E402
-
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- training-weights:start -->", "<!-- training-weights:end -->"
 
 
 def run(dim: int, steps: int, batch: int, bank: int, seed: int, equal: bool, chains: int) -> dict:
@@ -121,13 +118,7 @@ def write(rows: list[dict], args, argv) -> None:
     lines += ["", "Weight error (flow IS, monitor) against training time:", ""]
     for r in rows:
         lines.append(f"* d = {r['dim']}: " + ", ".join(f"{t:.0f} s: {e:.3f}" for _, t, e in r["curve"][4::4]))
-    text = DOC.read_text()
-    block = f"{START}\n" + "\n".join(lines) + f"\n{END}"
-    if START in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text += "\n## Training: mode weights against training time\n\n" + block + "\n"
-    DOC.write_text(text)
+    write_section("training-weights", "\n".join(lines), "Training: mode weights against training time")
 
 
 if __name__ == "__main__":

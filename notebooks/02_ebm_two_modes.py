@@ -291,25 +291,11 @@ plotting.plot_density(target, bounds, ax=axes[0, 0], title="truth")
 plotting.plot_density(result_flowmc.ebm, bounds, ax=axes[0, 1], title="flowMC-EBM")
 plotting.plot_density(result_ula.ebm, bounds, ax=axes[0, 2], title="ULA-EBM")
 plotting.plot_flow_density(result_flowmc.flow, bounds, ax=axes[0, 3], title="flowMC-EBM's flow")
-plotting.plot_slice(
-    {"flowMC-EBM": result_flowmc.ebm, "ULA-EBM": result_ula.ebm},
-    (-1.5, -1.5),
-    (1.5, 1.5),
-    bounds=bounds,
-    truth=target,
-    ax=axes[1, 0],
-    title="slice through the two centres",
-)
-plotting.plot_slice(
-    {"flowMC-EBM": result_flowmc.ebm, "ULA-EBM": result_ula.ebm},
-    (-1.5, -1.5),
-    (1.5, 1.5),
-    bounds=bounds,
-    truth=target,
-    log=True,
-    ax=axes[1, 1],
-    title="the same, log scale",
-)
+for ax, log, title in [(axes[1, 0], False, "slice through the two centres"), (axes[1, 1], True, "log scale")]:
+    ebms = {"flowMC-EBM": result_flowmc.ebm, "ULA-EBM": result_ula.ebm}
+    plotting.plot_slice(
+        ebms, (-1.5, -1.5), (1.5, 1.5), bounds=bounds, truth=target, log=log, ax=ax, title=title
+    )
 axes[1, 1].set_ylim(-15, 3)
 plotting.plot_samples(
     result_flowmc.bank, bounds=bounds, background=target, ax=axes[1, 2], title="flowMC-EBM's bank"

@@ -46,7 +46,17 @@ import optax
 from flowjax.distributions import Normal
 from numpyro.infer import MCMC, NUTS
 
-from numpyro_ebm import EnergyModel, FlowMCKernel, datasets, diagnostics, flows, negatives, nets, train
+from numpyro_ebm import (
+    EnergyModel,
+    FlowMCKernel,
+    FlowMCSettings,
+    datasets,
+    diagnostics,
+    flows,
+    negatives,
+    nets,
+    train,
+)
 
 FAST = os.environ.get("NUMPYRO_EBM_FAST") == "1"
 DIM = 16
@@ -95,35 +105,27 @@ def model():
     numpyro.sample("x", dist.MixtureSameFamily(dist.Categorical(mixture.weights), components))
 
 
-start = time.perf_counter()
-nuts = MCMC(
-    NUTS(model),
-    num_warmup=NUM_WARMUP,
-    num_samples=NUM_SAMPLES,
-    num_chains=16,
-    chain_method="vectorized",
-    progress_bar=PROGRESS,
-)
-nuts.run(next(keys))
-x_nuts = nuts.get_samples(group_by_chain=True)["x"]
-print(f"NUTS ({time.perf_counter() - start:.0f} s)")
+def run(kernel, num_chains, extra_fields=()):
+    """Warm up and sample ``kernel`` at the notebook's budget; the MCMC and its draws (chains, draws, 16)."""
+    start = time.perf_counter()
+    mcmc = MCMC(
+        kernel,
+        num_warmup=NUM_WARMUP,
+        num_samples=NUM_SAMPLES,
+        num_chains=num_chains,
+        chain_method="vectorized",
+        progress_bar=PROGRESS,
+    )
+    mcmc.run(next(keys), extra_fields=extra_fields)
+    print(f"{type(kernel).__name__}: {time.perf_counter() - start:.0f} s")
+    return mcmc, mcmc.get_samples(group_by_chain=True)["x"]
 
-start = time.perf_counter()
-kernel = FlowMCKernel(model, global_move="isir", n_particles=16, n_local_steps=4)
-mcmc = MCMC(
-    kernel,
-    num_warmup=NUM_WARMUP,
-    num_samples=NUM_SAMPLES,
-    num_chains=NUM_CHAINS,
-    chain_method="vectorized",
-    progress_bar=PROGRESS,
-)
-mcmc.run(next(keys), extra_fields=("local_accept_prob", "global_accept_prob"))
-x_flowmc = mcmc.get_samples(group_by_chain=True)["x"]
-print(
-    f"FlowMCKernel ({time.perf_counter() - start:.0f} s), global acceptance "
-    f"{float(mcmc.get_extra_fields()['global_accept_prob'].mean()):.2f}"
-)
+
+nuts, x_nuts = run(NUTS(model), 16)
+# The flowMC transition as one settings object (i-SIR with 4 MALA steps per cycle by default).
+kernel = FlowMCKernel(model, settings=FlowMCSettings(n_particles=16))
+mcmc, x_flowmc = run(kernel, NUM_CHAINS, ("local_accept_prob", "global_accept_prob"))
+print(f"FlowMCKernel's global acceptance {float(mcmc.get_extra_fields()['global_accept_prob'].mean()):.2f}")
 
 for name, x in [("NUTS", x_nuts), ("FlowMCKernel", x_flowmc)]:
     weights, visited = zone_table(x)

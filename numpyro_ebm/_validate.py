@@ -10,7 +10,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["positive_int", "check_finite_rows"]
+__all__ = ["is_count", "positive_int", "check_finite_rows"]
+
+
+def is_count(value: Any, minimum: int = 1) -> bool:
+    """Whether ``value`` is an integer ``>= minimum``: a NumPy integer is, a ``bool`` is not.
+
+    Example:
+        >>> is_count(np.int64(2), 2), is_count(True), is_count(2.0)
+        (True, False, False)
+    """
+    return not isinstance(value, bool) and isinstance(value, int | np.integer) and bool(value >= minimum)
 
 
 def positive_int(value: Any, name: str) -> int:
@@ -24,7 +34,7 @@ def positive_int(value: Any, name: str) -> int:
         ...
         ValueError: n must be an integer >= 1; got 0.
     """
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+    if not is_count(value):
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
     return int(value)
 

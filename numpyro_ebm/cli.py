@@ -26,7 +26,9 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -36,10 +38,13 @@ from pathlib import Path
 from numpyro_ebm.commands.arguments import add_train_arguments, reproduce_summary
 from numpyro_ebm.commands.arguments import dims as _dims
 from numpyro_ebm.commands.arguments import nonnegative_int as _nonnegative_int
-from numpyro_ebm.commands.arguments import positive_float as _positive_float
 from numpyro_ebm.commands.arguments import positive_int as _positive_int
+from numpyro_ebm.commands.flags import add_dataclass_flags, settings_from
 from numpyro_ebm.commands.options import OPTIONS, PROG, UsageError
 from numpyro_ebm.recipes import SAMPLERS
+from numpyro_ebm.settings import FlowMCSettings
+
+_SETTINGS = tuple(f.name for f in dataclasses.fields(FlowMCSettings))
 
 __all__ = ["main", "build_parser", "UsageError", "SAMPLERS", "EXPERIMENTS", "PRESETS"]
 
@@ -67,31 +72,27 @@ def _cmd_train(args) -> int:
     from numpyro_ebm.commands import train
 
     out = Path(args.out)
-    given = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
+    # The transition's flags leave no attribute unless given (where None may be a given value).
+    given = {k: v for k, v in vars(args).items() if k in OPTIONS and (v is not None or k in _SETTINGS)}
     config = train.resolve_config(given, steps=args.steps, out=out, resume=args.resume)
     manifest = train.train_run(config, out, resume=args.resume, progress=not args.no_progress)
     print(train.report(manifest, out))
     return 0
 
 
+def _call(fn, args, **extra):
+    """``fn(args.run, ...)`` with the parsed arguments that ``fn`` takes, and ``extra``."""
+    takes = inspect.signature(fn).parameters
+    given = {k: v for k, v in vars(args).items() if k in takes and k != "run"}
+    return fn(args.run, **given, **extra)
+
+
 def _cmd_sample(args) -> int:
     from numpyro_ebm.commands import sample
     from numpyro_ebm.flowmc import FlowMCSettings
 
-    transition = {
-        name: getattr(args, name) for name in ("global_move", "n_particles", "n_local_steps", "step_size")
-    }
-    summary = sample.sample_run(
-        args.run,
-        out=args.out,
-        num_samples=args.num_samples,
-        chains=args.chains,
-        warmup=args.warmup,
-        settings=FlowMCSettings(**transition),
-        train_flow=args.train_flow,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
+    settings = settings_from(FlowMCSettings, {name: getattr(args, name) for name in _SETTINGS})
+    summary = _call(sample.sample_run, args, settings=settings, progress=not args.no_progress)
     print(sample.report(summary))
     return 0
 
@@ -99,16 +100,7 @@ def _cmd_sample(args) -> int:
 def _cmd_evaluate(args) -> int:
     from numpyro_ebm.commands import evaluate
 
-    result = evaluate.evaluate_run(
-        args.run,
-        data=args.data,
-        out=args.out,
-        num_test=args.num_test,
-        num_importance=args.num_importance,
-        resolution=args.resolution,
-        seed=args.seed,
-    )
-    print(evaluate.report(result, args.run))
+    print(evaluate.report(_call(evaluate.evaluate_run, args), args.run))
     return 0
 
 
@@ -190,14 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
 
-    def add(name, help_text, description):
-        p = sub.add_parser(
-            name,
-            help=help_text,
-            description=description,
-            formatter_class=_HelpFormatter,
-        )
+    def add(name, help_text, description, func, *, run=False, seed=True):
+        """A subcommand running ``func``, with the flags they share."""
+        p = sub.add_parser(name, help=help_text, description=description, formatter_class=_HelpFormatter)
+        p.set_defaults(func=func)
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        if run:
+            p.add_argument("--run", required=True, help="run folder written by `train`")
+        if seed:
+            p.add_argument("--seed", type=int, default=0, help="random seed")
         return p
 
     p = add(
@@ -208,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         "mixture with the same data and "
         "steps (4000 steps, batch 64, bank 1024; both learning rates cosine-decayed from 1e-2 to 1e-5), "
         "record the weight of the (1.5, 1.5) mode during training, write figures and metrics.json.",
+        _cmd_demo,
     )
     p.add_argument("--out", default=f"{PROG}-demo", help="output folder")
     p.add_argument(
@@ -218,17 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="same as --preset quick: seconds, for tests")
     p.add_argument("--preset", choices=PRESETS, default=None, help="figure1's preset (default cpu)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.set_defaults(func=_cmd_demo)
 
     p = add(
         "train",
         "train an EBM on a named data set or your own file",
         "Train a ToyNet EBM (Nijkamp et al. 2020) by contrastive maximum likelihood with the chosen negative "
         "sampler; checkpoints go to OUT/checkpoints and the final model to OUT (model.eqx + run.json).",
+        _cmd_train,
+        seed=False,  # a run's setting: in OPTIONS
     )
     add_train_arguments(p)
-    p.set_defaults(func=_cmd_train)
 
     p = add(
         "sample",
@@ -236,21 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Sample the trained EBM of --run with MCMC(FlowMCKernel(...), chain_method='vectorized'); "
         "its trained "
         "flow proposes the global moves (frozen, unless --train-flow). Chains start from the negative bank.",
+        _cmd_sample,
+        run=True,
     )
-    p.add_argument("--run", required=True, help="run folder written by `train`")
     p.add_argument("--num-samples", type=_positive_int, default=1000, help="draws per chain")
     p.add_argument("--chains", type=_positive_int, default=64, help="chains (>= 2)")
     p.add_argument(
         "--warmup", type=_nonnegative_int, default=200, help="warmup iterations (step-size adaptation)"
     )
-    p.add_argument("--global-move", choices=("isir", "imh"), default="isir", help="global flow move")
-    p.add_argument("--n-particles", type=_positive_int, default=32, help="i-SIR particles")
-    p.add_argument("--n-local-steps", type=_nonnegative_int, default=4, help="MALA steps per iteration")
-    p.add_argument("--step-size", type=_positive_float, default=0.01, help="initial MALA step size")
+    add_dataclass_flags(p.add_argument_group("the flowMC transition (FlowMCSettings)"), FlowMCSettings)
     p.add_argument("--train-flow", action="store_true", help="also fit the flow during warmup")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", help="output folder (default: the run folder)")
-    p.set_defaults(func=_cmd_sample)
 
     p = add(
         "evaluate",
@@ -258,8 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Zone weights vs truth (named targets), median squared log-density error (2-D named targets), "
         "log Z and "
         "test log-likelihood by importance sampling with the flow, R-hat/ESS of samples.npy if present.",
+        _cmd_evaluate,
+        run=True,
     )
-    p.add_argument("--run", required=True, help="run folder written by `train`")
     p.add_argument(
         "--data",
         help="test data (.npy/.csv, (n, dim)); default: fresh draws of a named set, else the training file",
@@ -267,21 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-test", type=_positive_int, default=5000, help="fresh test draws of a named set")
     p.add_argument("--num-importance", type=_positive_int, default=20000, help="importance samples for log Z")
     p.add_argument("--resolution", type=_positive_int, default=200, help="grid cells per axis (2-D)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", help="JSON file (default: RUN/evaluation.json)")
-    p.set_defaults(func=_cmd_evaluate)
 
     p = add(
         "reproduce",
         "reproduce a table or figure of the paper",
         "Run numpyro_ebm.reproduce.run(EXPERIMENT, preset=...): quick (seconds), cpu (minutes to hours on a "
         "laptop), paper (the paper's budgets).",
+        _cmd_reproduce,
     )
     p.add_argument("experiment", choices=EXPERIMENTS, help="what to reproduce")
     p.add_argument("--quick", action="store_true", help="same as --preset quick")
     p.add_argument("--preset", choices=PRESETS, default=None, help="budget (default cpu)")
     p.add_argument("--out", help=f"output folder (default {PROG}-reproduce/EXPERIMENT)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument(
         "--dims",
         type=_dims,
@@ -293,7 +281,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="cifar10 only (and required): the 'cifar-10-batches-bin' folder of the binary CIFAR-10 "
         "(never downloaded)",
     )
-    p.set_defaults(func=_cmd_reproduce)
     return parser
 
 

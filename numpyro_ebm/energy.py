@@ -26,6 +26,8 @@ from flowjax.distributions import AbstractDistribution
 from jaxtyping import Array, Float, PRNGKeyArray
 from numpyro.distributions import constraints
 
+from numpyro_ebm._validate import positive_int
+
 __all__ = ["EnergyModel", "FlowjaxDistribution", "as_numpyro"]
 
 
@@ -159,9 +161,7 @@ class EnergyModel(eqx.Module):
         if isinstance(getattr(net, "dim", None), int):
             dims["net.dim"] = net.dim
         if dim is not None:
-            if not isinstance(dim, int) or dim < 1:
-                raise ValueError(f"dim must be a positive integer; got {dim!r}.")
-            dims["dim"] = dim
+            dims["dim"] = positive_int(dim, "dim")
         if not dims:
             raise ValueError(
                 "cannot tell the dimension of an untilted EBM whose net has no `dim`: pass dim=..."

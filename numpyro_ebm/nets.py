@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from numpyro_ebm._validate import is_count
+
 __all__ = ["ToyNet", "ConvEnergy", "ResNetEnergy"]
 
 
@@ -24,7 +26,7 @@ def _zero_last(linear: eqx.nn.Linear) -> eqx.nn.Linear:
 
 def _check_positive_ints(name: str, values: Sequence[int]) -> tuple[int, ...]:
     values = tuple(values)
-    if not values or not all(isinstance(v, int) and v >= 1 for v in values):
+    if not values or not all(is_count(v) for v in values):
         raise ValueError(f"{name} must be a non-empty sequence of positive integers; got {values!r}.")
     return values
 

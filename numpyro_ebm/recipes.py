@@ -124,11 +124,16 @@ def build(name: str, net, flow=None, options: dict[str, Any] | None = None, *, b
 def make_sampler(name: str, flow=None, options: dict[str, Any] | None = None):
     """The negatives sampler of method ``name`` with ``options``; ``flow`` if its class takes one.
 
+    ``options["settings"]``, a :class:`~numpyro_ebm.settings.FlowMCSettings`, goes to the class's
+    ``from_settings`` (``negatives.FlowMC``) with the other options.
+
     Example:
         >>> type(make_sampler("ula", None, {"n_steps": 5})).__name__
         'ULA'
     """
     cls = sampler_class(name)
     options = dict(options or {})
+    if "settings" in options:
+        return cls.from_settings(flow, options.pop("settings"), **options)
     takes_flow = "flow" in getattr(cls, "__dataclass_fields__", {})
     return cls(flow, **options) if takes_flow else cls(**options)

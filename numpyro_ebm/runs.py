@@ -21,9 +21,7 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,7 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpyro_ebm import datasets, recipes
+from numpyro_ebm._atomic import atomic_file
 from numpyro_ebm._json import jsonable, write_json
+from numpyro_ebm._validate import check_finite_rows
 from numpyro_ebm.commands.options import PROG, UsageError
 from numpyro_ebm.flows import default_flow
 from numpyro_ebm.nets import ToyNet
@@ -137,14 +137,8 @@ def save_run(directory, *, ebm, flow, bank, manifest: dict) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = _state_to_save(ebm, flow, bank, manifest.get("tilt") or recipes.tilt_of(manifest["sampler"]))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            eqx.tree_serialise_leaves(f, state)
-        os.replace(tmp, directory / MODEL_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(directory / MODEL_FILE, "wb") as f:
+        eqx.tree_serialise_leaves(f, state)
     write_json(directory / RUN_FILE, jsonable({"format": RUN_FORMAT, **manifest}))
     return directory
 
@@ -260,13 +254,7 @@ def load_data(spec: str, *, num_data: int, dim: int | None, key, batch_size: int
             f"--data {spec} has dim={data.shape[1]}; the default flow needs dim >= 2 (coupling "
             "layers split the coordinates)."
         )
-    bad = ~np.all(np.isfinite(data), axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise UsageError(
-            f"--data {spec} holds {rows.size} row(s) with NaN or inf, the first at row {rows[0]}; "
-            "drop or impute them."
-        )
+    check_finite_rows(data, f"--data {spec}", "drop or impute them.", error=UsageError)
     if data.shape[0] < batch_size:
         raise UsageError(
             f"--data {spec} has {data.shape[0]} points, fewer than --batch-size {batch_size}; lower it."

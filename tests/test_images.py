@@ -189,6 +189,8 @@ def test_class_balance_of_the_data_is_its_label_frequencies():
     assert 0.5 * np.abs(freq - truth).sum() < 0.03  # the classifier is ~99 % right on its train set
     only_zeros = images.class_balance(x[np.asarray(labels) == 0], classifier)
     assert only_zeros[0] > 0.95
+    with pytest.warns(DeprecationWarning, match="num_classes"):  # the old keyword still works
+        assert np.array_equal(images.class_balance(x, classifier, n_classes=10), freq)
 
 
 def test_tile_images_places_each_image():

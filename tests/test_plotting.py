@@ -71,6 +71,12 @@ def test_plot_slice_peaks_at_the_centres_with_equal_heights():
     # (1/3) N(0.05 I) and (2/3) N(0.1 I) have the same peak density, 1 / (0.3 pi).
     assert np.allclose([y[:half].max(), y[half:].max()], 1 / (0.3 * np.pi), rtol=0.02)
     assert np.allclose(model.get_ydata(), y, rtol=1e-4, atol=1e-6)
+    assert len(x) == 400  # num_points' default; n_points, its old name, still works:
+    with pytest.warns(DeprecationWarning, match="num_points"):
+        fig = plotting.plot_slice(
+            {"model": TARGET}, centres[0], centres[1], bounds=BOUNDS, resolution=80, n_points=50
+        )
+    assert len(fig.axes[0].lines[0].get_xdata()) == 50
 
 
 def test_plot_samples_scatter_and_paths(models):

@@ -9,8 +9,10 @@ import argparse
 import math
 from pathlib import Path
 
-from numpyro_ebm.commands.options import OPTIONS
+from numpyro_ebm.commands.flags import add_dataclass_flags, flag
+from numpyro_ebm.commands.options import OPTIONS, PER_SAMPLER
 from numpyro_ebm.recipes import SAMPLERS
+from numpyro_ebm.settings import FlowMCSettings
 
 __all__ = [
     "positive_int",
@@ -23,48 +25,48 @@ __all__ = [
 ]
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    return value
+def _int_at_least(minimum: int, what: str):
+    """An argparse type: an integer ``>= minimum``, else an error saying it must be ``what``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}")
+        return value
+
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}")
-    return value
+positive_int = _int_at_least(1, "a positive integer")
+nonnegative_int = _int_at_least(0, "an integer >= 0")
+
+
+def _int_list(example: str):
+    """An argparse type: positive integers separated by commas, as a tuple."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if not values or min(values) < 1:
+            raise argparse.ArgumentTypeError(
+                f"must be positive integers separated by commas, e.g. {example}; got {text!r}"
+            )
+        return values
+
+    return parse
+
+
+dims = _int_list("16,32,64")
+_widths = _int_list("32,64")
 
 
 def widths(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"must be positive integers separated by commas, e.g. 32,64; got {text!r}"
-        )
-    return values
-
-
-def dims(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"must be positive integers separated by commas, e.g. 16,32,64; got {text!r}"
-        )
-    return values
+    return list(_widths(text))
 
 
 def positive_float(text: str) -> float:
@@ -77,8 +79,39 @@ def positive_float(text: str) -> float:
     return value
 
 
+# `train`'s options besides the sampler's transition: (type, help); each default is OPTIONS'.
+_TRAIN_OPTIONS = {
+    "dim": (positive_int, "dimension of --data gaussian_mixture"),
+    "num_data": (positive_int, "points drawn from a named set"),
+    "batch_size": (positive_int, "data points and negatives per step"),
+    "bank_size": (positive_int, "persistent negative chains"),
+    "lr": (positive_float, "Adam learning rate of the EBM"),
+    "flow_lr": (positive_float, "Adam learning rate of the flow"),
+    "seed": (int, "random seed"),
+    "chunk_size": (positive_int, "steps per compiled chunk"),
+    "checkpoint_every": (positive_int, "steps between checkpoints"),
+    "n_steps": (positive_int, "Langevin/MALA steps per training step, for all samplers but flowmc"),
+    "n_cycles": (positive_int, "flowmc: [global move + MALA] cycles per training step"),
+    "pretrain_flow": (
+        nonnegative_int,
+        "coopflow, ntebm: fit the flow to the data for this many Adam steps first",
+    ),
+    "net_widths": (widths, "hidden widths of the ToyNet energy"),
+    "flow_layers": (positive_int, "coupling layers of the flow"),
+    "flow_width": (positive_int, "hidden width of the flow's conditioners"),
+}
+
+
+def _default_text(name: str) -> str:
+    value = OPTIONS[name]
+    if value is None:
+        return PER_SAMPLER.get(name, "none")
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``numpyro-ebm train``."""
+    """The options of ``numpyro-ebm train``: the sampler's transition generated from
+    :class:`~numpyro_ebm.settings.FlowMCSettings`, the rest from ``OPTIONS``'s defaults."""
     p.add_argument(
         "--data",
         help="a named set (two_modes, two_gaussians, line_of_four, eight_gaussians, rings, "
@@ -97,70 +130,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
     )
-    p.add_argument("--dim", type=positive_int, help="dimension of --data gaussian_mixture (default: none)")
-    p.add_argument(
-        "--num-data",
-        type=positive_int,
-        help=f"points drawn from a named set (default {OPTIONS['num_data']})",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=positive_int,
-        help=f"data points and negatives per step (default {OPTIONS['batch_size']})",
-    )
-    p.add_argument(
-        "--bank-size",
-        type=positive_int,
-        help=f"persistent negative chains (default {OPTIONS['bank_size']})",
-    )
-    p.add_argument(
-        "--lr", type=positive_float, help=f"Adam learning rate of the EBM (default {OPTIONS['lr']})"
-    )
-    p.add_argument(
-        "--flow-lr",
-        type=positive_float,
-        help=f"Adam learning rate of the flow (default {OPTIONS['flow_lr']})",
-    )
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument(
-        "--chunk-size",
-        type=positive_int,
-        help=f"steps per compiled chunk (default {OPTIONS['chunk_size']})",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=positive_int,
-        help=f"steps between checkpoints (default {OPTIONS['checkpoint_every']})",
-    )
-    p.add_argument(
-        "--step-size",
-        type=positive_float,
-        help="step size of the sampler's Langevin/MALA moves (default: "
-        "the sampler's, 0.01 except coopflow 5e-4)",
-    )
-    p.add_argument(
-        "--n-steps",
-        type=positive_int,
-        help="Langevin/MALA steps per training step, for all samplers "
-        "but flowmc (default: ula, mala 10; shortrun 50; ntebm 128; coopflow 256)",
-    )
-    p.add_argument("--n-local-steps", type=nonnegative_int, help="flowmc: MALA steps per cycle (default 4)")
-    p.add_argument(
-        "--n-cycles", type=positive_int, help="flowmc: [i-SIR + MALA] cycles per training step (default 2)"
-    )
-    p.add_argument("--n-particles", type=positive_int, help="flowmc: i-SIR particles (default 32)")
-    p.add_argument(
-        "--pretrain-flow",
-        type=nonnegative_int,
-        help="coopflow, ntebm: fit the flow to the data for this "
-        "many Adam steps first (default: coopflow 1000, ntebm 0)",
-    )
-    p.add_argument(
-        "--net-widths", type=widths, help="hidden widths of the ToyNet energy (default 32,64,64,64)"
-    )
-    p.add_argument("--flow-layers", type=positive_int, help="coupling layers of the flow (default 4)")
-    p.add_argument(
-        "--flow-width", type=positive_int, help="hidden width of the flow's conditioners (default 32)"
+    for name, (kind, text) in _TRAIN_OPTIONS.items():
+        p.add_argument(flag(name), type=kind, help=f"{text} (default {_default_text(name)})")
+    add_dataclass_flags(
+        p.add_argument_group("flowmc's transition (FlowMCSettings; --step-size: every sampler)"),
+        FlowMCSettings,
+        defaults=False,
+        help_suffix={"step_size": "; other samplers: their class's own, see numpyro_ebm.negatives"},
     )
 
 

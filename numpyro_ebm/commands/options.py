@@ -6,7 +6,11 @@ and :mod:`numpyro_ebm.recipes` only; the subcommands import JAX when they run.
 
 from __future__ import annotations
 
-__all__ = ["PROG", "UsageError", "OPTIONS"]
+import dataclasses
+
+from numpyro_ebm.settings import FlowMCSettings
+
+__all__ = ["PROG", "UsageError", "OPTIONS", "PER_SAMPLER", "PRETRAIN_FLOW"]
 
 PROG = "numpyro-ebm"
 
@@ -16,7 +20,8 @@ class UsageError(Exception):
 
 
 # `numpyro-ebm train`'s options that shape a run: on --resume they default to the saved values,
-# and may not change.
+# and may not change. None: the sampler's own default (the sampler settings' defaults live in
+# FlowMCSettings and the negatives classes, nowhere else).
 OPTIONS = {
     "data": None,
     "dim": None,
@@ -29,13 +34,22 @@ OPTIONS = {
     "seed": 0,
     "chunk_size": 100,
     "checkpoint_every": 1000,
-    "step_size": None,
+    **{field.name: None for field in dataclasses.fields(FlowMCSettings)},
     "n_steps": None,
-    "n_local_steps": None,
     "n_cycles": None,
-    "n_particles": None,
     "pretrain_flow": None,
     "net_widths": [32, 64, 64, 64],
     "flow_layers": 4,
     "flow_width": 32,
+}
+
+# Adam steps of flow pre-training on the data, by sampler (others: 0): CoopFlow starts from a
+# flow fitted to the data (Xie et al. 2022).
+PRETRAIN_FLOW = {"coopflow": 1000}
+
+# What `train --help` says of the options whose default depends on the sampler.
+PER_SAMPLER = {
+    "n_steps": "the sampler class's own, see numpyro_ebm.negatives",
+    "n_cycles": "negatives.FlowMC's own",
+    "pretrain_flow": ", ".join(f"{k} {v}" for k, v in PRETRAIN_FLOW.items()) + ", others 0",
 }

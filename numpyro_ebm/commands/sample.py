@@ -6,6 +6,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,9 @@ import numpy as np
 
 from numpyro_ebm import diagnostics
 from numpyro_ebm._json import jsonable, write_json
-from numpyro_ebm.flowmc import FlowMCSettings
 from numpyro_ebm.kernel import FlowMCKernel
 from numpyro_ebm.runs import UsageError, load_run, run_target
+from numpyro_ebm.settings import FlowMCSettings
 
 __all__ = ["sample_run", "report"]
 
@@ -40,7 +41,8 @@ def sample_run(
     proposes the global moves (frozen unless ``train_flow``; a run without a flow fits one during
     warmup). Chains start from the negative bank. Writes ``samples.npy``
     ``(chains, draws, dim)``, ``samples.nc`` (ArviZ) and ``sample_summary.json`` to ``out``
-    (default: ``run_dir``).
+    (default: ``run_dir``). ``settings`` is the kernel's transition (default: ``FlowMCSettings()``,
+    the library's defaults).
 
     Returns:
         The summary written to ``sample_summary.json`` (acceptances, R-hat, ESS, zone weights).
@@ -75,7 +77,7 @@ def sample_run(
         potential_fn=potential_fn,
         flow=run.flow,
         train_flow=run.flow is None or train_flow,
-        settings=FlowMCSettings() if settings is None else settings,
+        settings=settings,
     )
     mcmc = MCMC(
         kernel,
@@ -105,7 +107,10 @@ def sample_run(
         "shape": list(samples.shape),
         "num_warmup": warmup,
         "local_accept": float(np.mean(extra["local_accept_prob"])),
-        "global_accept": float(np.mean(extra["global_accept_prob"])),
+        # NaN, "not attempted", without a global move (as in the training history), not 0.
+        "global_accept": float(np.mean(extra["global_accept_prob"]))
+        if kernel.settings.global_move
+        else math.nan,
         "max_rhat": diagnostics.max_rhat(samples) if enough else None,
         "min_ess": diagnostics.min_ess(samples) if enough else None,
         "zone_weights": zones,
@@ -121,7 +126,12 @@ def report(summary: dict[str, Any]) -> str:
     chains, draws, dim = summary["shape"]
     lines = [
         f"{chains} chains x {draws} draws (dim {dim}) in {summary['time_s']:.0f} s",
-        f"acceptance: local {summary['local_accept']:.2f}, global {summary['global_accept']:.2f}",
+        f"acceptance: local {summary['local_accept']:.2f}, global "
+        + (
+            f"{summary['global_accept']:.2f}"
+            if math.isfinite(summary["global_accept"])
+            else "n/a (no global move)"
+        ),
     ]
     if summary["max_rhat"] is not None:
         lines.append(f"max R-hat {summary['max_rhat']:.3f}, min bulk ESS {summary['min_ess']:.0f}")

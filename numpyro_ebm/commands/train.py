@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -23,17 +24,19 @@ import optax
 from numpyro_ebm import checkpoints, flows, recipes
 from numpyro_ebm import negatives as ng
 from numpyro_ebm._json import write_json
-from numpyro_ebm.commands.options import OPTIONS, PROG, UsageError
+from numpyro_ebm.commands.flags import flag as _flag
+from numpyro_ebm.commands.flags import settings_from
+from numpyro_ebm.commands.options import OPTIONS, PRETRAIN_FLOW, PROG, UsageError
 from numpyro_ebm.runs import CONFIG_FILE, FLOW, NET, RUN_FILE, build_models, load_data, save_run
+from numpyro_ebm.settings import FlowMCSettings
 from numpyro_ebm.training import train
+from numpyro_ebm.training.checks import sampler_settings
 
 __all__ = ["OPTIONS", "resolve_config", "build_negatives", "sampler_options", "train_run", "report"]
 
-_FLOWMC_ONLY = ("n_local_steps", "n_cycles", "n_particles")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+# The transition's options are FlowMCSettings' fields; all but the step size are flowmc's only.
+_SETTINGS = tuple(field.name for field in dataclasses.fields(FlowMCSettings))
+_FLOWMC_ONLY = (*(name for name in _SETTINGS if name != "step_size"), "n_cycles")
 
 
 def resolve_config(given: dict[str, Any], *, steps: int, out: Path, resume: bool) -> dict[str, Any]:
@@ -74,6 +77,10 @@ def resolve_config(given: dict[str, Any], *, steps: int, out: Path, resume: bool
             raise UsageError(f"{_flag(wrong[0])} applies to --sampler flowmc only; drop it.")
     elif "n_steps" in given:
         raise UsageError("--n-steps does not apply to --sampler flowmc; use --n-local-steps and --n-cycles.")
+    elif "global_move" in given and given["global_move"] is None:
+        raise UsageError("--global-move none leaves flowmc without a flow; use --sampler mala for MALA only.")
+    else:
+        sampler_options(config)  # FlowMCSettings checks the transition before any work
     if not recipes.has_flow(sampler):
         wrong = [k for k in ("flow_layers", "flow_width") if k in given]
         if wrong:
@@ -83,7 +90,7 @@ def resolve_config(given: dict[str, Any], *, steps: int, out: Path, resume: bool
                 f"--sampler {sampler} has none. Drop it."
             )
     if config["pretrain_flow"] is None:
-        config["pretrain_flow"] = 1000 if sampler == "coopflow" else 0
+        config["pretrain_flow"] = PRETRAIN_FLOW.get(sampler, 0)
     elif config["pretrain_flow"] and sampler not in ("coopflow", "ntebm"):
         raise UsageError(
             "--pretrain-flow applies to --sampler coopflow or ntebm; flowMC-EBM's flow starts at "
@@ -95,29 +102,24 @@ def resolve_config(given: dict[str, Any], *, steps: int, out: Path, resume: bool
 
 
 def sampler_options(config: dict[str, Any]) -> dict[str, Any]:
-    """The negatives class's keyword arguments that ``config`` sets."""
-    names = ("step_size", "n_steps", *(_FLOWMC_ONLY if config["sampler"] == "flowmc" else ()))
-    return {k: config[k] for k in names if config[k] is not None}
+    """The negatives class's keyword arguments that ``config`` sets (for flowmc: its
+    ``FlowMCSettings``, as ``settings``, and ``n_cycles``); unset ones keep the class's defaults.
+
+    Raises:
+        UsageError: flowmc settings that ``FlowMCSettings`` rejects (the message names the flags).
+    """
+    if config["sampler"] != "flowmc":
+        return {k: config[k] for k in ("step_size", "n_steps") if config.get(k) is not None}
+    given = {k: config[k] for k in _SETTINGS if config.get(k) is not None}
+    options = {"settings": settings_from(FlowMCSettings, given)}
+    if config.get("n_cycles") is not None:
+        options["n_cycles"] = config["n_cycles"]
+    return options
 
 
 def build_negatives(config: dict[str, Any], flow) -> ng.AbstractNegatives:
     """The negative sampler named by ``config["sampler"]``, with the settings ``config`` gives."""
     return recipes.make_sampler(config["sampler"], flow, sampler_options(config))
-
-
-def _sampler_settings(negatives) -> dict:
-    names = (
-        "step_size",
-        "n_steps",
-        "n_local_steps",
-        "n_cycles",
-        "n_particles",
-        "global_move",
-        "target_accept",
-        "start",
-        "keep",
-    )
-    return {n: getattr(negatives, n) for n in names if hasattr(negatives, n)}
 
 
 def _pretrain_flow(flow, data, key, num_steps: int, lr: float):
@@ -199,7 +201,7 @@ def train_run(config: dict[str, Any], out: Path, *, resume: bool, progress: bool
         "bank_size": config["bank_size"],
         "data": {**data_info, "num_data": int(data.shape[0])},
         "config": config,
-        "sampler_settings": _sampler_settings(negatives),
+        "sampler_settings": sampler_settings(negatives),
         "steps": result.step,
         "time_s": time.perf_counter() - start,
         "pretrain_flow_loss": pretrain_loss,

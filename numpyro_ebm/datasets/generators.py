@@ -8,15 +8,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from numpyro_ebm.datasets.targets import (
-    Target,
-    eight_gaussians_target,
-    gaussian_mixture_target,
-    line_of_four_target,
-    rings_target,
-    two_gaussians_target,
-    two_modes_target,
-)
+from numpyro_ebm.datasets import targets
+from numpyro_ebm.datasets.targets import Target
 
 # --- data generators ----------------------------------------------------------------------------
 
@@ -29,27 +22,27 @@ def two_modes(key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
         >>> two_modes(jax.random.key(0), 16384).shape
         (16384, 2)
     """
-    return two_modes_target().sample(key, n)
+    return targets.two_modes_target().sample(key, n)
 
 
 def two_gaussians(key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
     """``n`` draws from :func:`two_gaussians_target`, shape ``(n, 2)``."""
-    return two_gaussians_target().sample(key, n)
+    return targets.two_gaussians_target().sample(key, n)
 
 
 def line_of_four(key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
     """``n`` draws from :func:`line_of_four_target`, shape ``(n, 2)``."""
-    return line_of_four_target().sample(key, n)
+    return targets.line_of_four_target().sample(key, n)
 
 
 def eight_gaussians(key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
     """``n`` draws from :func:`eight_gaussians_target`, shape ``(n, 2)``."""
-    return eight_gaussians_target().sample(key, n)
+    return targets.eight_gaussians_target().sample(key, n)
 
 
 def rings(key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
     """``n`` draws from :func:`rings_target`, shape ``(n, 2)``."""
-    return rings_target().sample(key, n)
+    return targets.rings_target().sample(key, n)
 
 
 def gaussian_mixture(
@@ -62,16 +55,16 @@ def gaussian_mixture(
         >>> gaussian_mixture(jax.random.key(0), 100, 32).shape
         (100, 32)
     """
-    return gaussian_mixture_target(dim, scaling=scaling).sample(key, n)
+    return targets.gaussian_mixture_target(dim, scaling=scaling).sample(key, n)
 
 
 TARGETS: dict[str, Callable[..., Target]] = {
-    "two_modes": two_modes_target,
-    "two_gaussians": two_gaussians_target,
-    "line_of_four": line_of_four_target,
-    "eight_gaussians": eight_gaussians_target,
-    "rings": rings_target,
-    "gaussian_mixture": gaussian_mixture_target,
+    "two_modes": targets.two_modes_target,
+    "two_gaussians": targets.two_gaussians_target,
+    "line_of_four": targets.line_of_four_target,
+    "eight_gaussians": targets.eight_gaussians_target,
+    "rings": targets.rings_target,
+    "gaussian_mixture": targets.gaussian_mixture_target,
 }
 
 

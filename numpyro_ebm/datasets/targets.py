@@ -13,7 +13,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from scipy.special import ndtr
 
 from numpyro_ebm._keys import as_typed_key
-from numpyro_ebm._validate import positive_int
+from numpyro_ebm._validate import is_count, positive_int
 from numpyro_ebm.datasets.mixtures import (
     MIXTURE_SCALE,
     Bounds,
@@ -248,7 +248,7 @@ def gaussian_mixture_target(dim: int, *, scaling: str = "sqrt_log") -> Target:
         >>> target.dim, target.n_zones, round(float(target.max_variance), 2)
         (16, 4, 2.94)
     """
-    if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 2 or dim % 2:
+    if not is_count(dim, 2) or dim % 2:
         raise ValueError(
             f"gaussian_mixture needs an even integer dim >= 2 (its means flip the sign of the "
             f"first half of the coordinates); got dim={dim!r}."

@@ -11,9 +11,19 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from numpyro_ebm._validate import is_count
 from numpyro_ebm.datasets.mixtures import _check_points, _float_array, _is_concrete
 
 # --- zones: partitions of space into one region per mode -----------------------------------
+
+
+def _rows(value: ArrayLike, ndim: int, minimum: int, needs: str) -> Array:
+    """``value`` as a float array of ``ndim`` dimensions and ``>= minimum`` rows, else a
+    ``ValueError`` saying what the zones ``needs``."""
+    array = _float_array(value)
+    if array.ndim != ndim or array.shape[0] < minimum:
+        raise ValueError(f"{needs}; got {array.shape}.")
+    return array
 
 
 class LinearZones(eqx.Module):
@@ -70,9 +80,7 @@ class RadialZones(eqx.Module):
     edges: Float[Array, " m"]
 
     def __init__(self, edges: ArrayLike):
-        edges = _float_array(edges)
-        if edges.ndim != 1 or edges.shape[0] < 1:
-            raise ValueError(f"RadialZones needs edges of shape (m,), m >= 1; got {edges.shape}.")
+        edges = _rows(edges, 1, 1, "RadialZones needs edges of shape (m,), m >= 1")
         if _is_concrete(edges) and not (
             np.all(np.asarray(edges) > 0) and np.all(np.diff(np.asarray(edges)) > 0)
         ):
@@ -102,7 +110,7 @@ class AngularZones(eqx.Module):
 
     def __check_init__(self):
         n = self.n_sectors
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
+        if not is_count(n, 2):
             raise ValueError(f"AngularZones needs an integer n_sectors >= 2; got {n!r}.")
 
     @property
@@ -128,10 +136,7 @@ class NearestMeanZones(eqx.Module):
     means: Float[Array, "k dim"]
 
     def __init__(self, means: ArrayLike):
-        means = _float_array(means)
-        if means.ndim != 2 or means.shape[0] < 2:
-            raise ValueError(f"NearestMeanZones needs means of shape (k >= 2, dim); got {means.shape}.")
-        self.means = means
+        self.means = _rows(means, 2, 2, "NearestMeanZones needs means of shape (k >= 2, dim)")
 
     @property
     def n_zones(self) -> int:

@@ -12,6 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
+from numpyro_ebm._compat import renamed_kwargs
+from numpyro_ebm._validate import is_count
+
 __all__ = [
     "dequantize",
     "random_flip",
@@ -68,7 +71,7 @@ def dequantize(key: PRNGKeyArray, x: Int[ArrayLike, "*shape"], levels: int) -> F
         >>> bool((y >= 0).all() & (y < 1).all())
         True
     """
-    if not isinstance(levels, int | np.integer) or isinstance(levels, bool) or levels < 2:
+    if not is_count(levels, 2):
         raise ValueError(f"levels must be an integer >= 2 (256 for 8-bit images); got {levels!r}.")
     x = jnp.asarray(x)
     if x.size and not isinstance(x, jax.core.Tracer):  # value check only outside jit
@@ -177,9 +180,7 @@ def load_cifar10(
     """
     if split not in _CIFAR10_FILES:
         raise ValueError(f"split must be 'train' or 'test'; got {split!r}.")
-    if limit is not None and (
-        not isinstance(limit, int | np.integer) or isinstance(limit, bool) or limit < 1
-    ):
+    if limit is not None and not is_count(limit):
         raise ValueError(f"limit must be a positive integer or None; got {limit!r}.")
     folder = _cifar10_dir(Path(path))
     files = [folder / name for name in _CIFAR10_FILES[split]]
@@ -266,11 +267,12 @@ def fit_digit_classifier(x: Float[ArrayLike, "n 64"], labels: Int[ArrayLike, " n
         return LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(x, labels)
 
 
+@renamed_kwargs(n_classes="num_classes")
 def class_balance(
     samples: Float[ArrayLike, "n dim"],
     classifier: Classifier,
     *,
-    n_classes: int = 10,
+    num_classes: int = 10,
     clip: tuple[float, float] | None = (0.0, 1.0),
 ) -> np.ndarray:
     """Share of ``samples`` that ``classifier`` assigns to each class: the images' mode weights.
@@ -283,12 +285,12 @@ def class_balance(
         samples: points, ``(n, dim)`` (e.g. EBM negatives or chains in pixel space).
         classifier: anything with ``predict(x (n, dim)) -> (n,)`` integer labels, e.g.
             :func:`fit_digit_classifier`.
-        n_classes: number of classes (labels must lie in ``0 .. n_classes - 1``).
+        num_classes: number of classes (labels must lie in ``0 .. num_classes - 1``).
         clip: clip pixels to this range before classifying (samples of an image flow can lie
             slightly outside ``[0, 1]``); ``None`` to leave them.
 
     Returns:
-        float64 array ``(n_classes,)`` summing to 1.
+        float64 array ``(num_classes,)`` summing to 1.
 
     Example:
         >>> from numpyro_ebm.datasets import digits
@@ -306,9 +308,9 @@ def class_balance(
     if clip is not None:
         x = np.clip(x, *clip)
     predicted = np.asarray(classifier.predict(x)).astype(np.int64)
-    if predicted.min() < 0 or predicted.max() >= n_classes:
-        raise ValueError(f"the classifier returned labels outside 0..{n_classes - 1}; set n_classes.")
-    return np.bincount(predicted, minlength=n_classes) / predicted.size
+    if predicted.min() < 0 or predicted.max() >= num_classes:
+        raise ValueError(f"the classifier returned labels outside 0..{num_classes - 1}; set num_classes.")
+    return np.bincount(predicted, minlength=num_classes) / predicted.size
 
 
 def tile_images(

@@ -1,4 +1,4 @@
-"""Images: the logit pre-processing, image flows and tilts, dequantisation, CIFAR-10, class balance.
+"""Pixel space and logit space: the logit pre-processing, the image flow and the EBM's tilt.
 
 Grenioux et al. 2023 (App. C.6) train their CIFAR-10 EBM in pixel space, while the flow works in
 the logit space of Dinh et al. 2017: a fixed bijection ``P`` (a logistic sigmoid followed by an
@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax.numpy as jnp
-import numpy as np
 import paramax
 from flowjax.bijections import AbstractBijection, Affine, Chain, Sigmoid
 from flowjax.distributions import StandardNormal, Transformed
 from jaxtyping import PRNGKeyArray
 
+from numpyro_ebm._validate import is_count
 from numpyro_ebm.flows import default_flow
 
 __all__ = ["logit_preprocessing", "image_flow", "image_tilt"]
@@ -39,13 +39,8 @@ __all__ = ["logit_preprocessing", "image_flow", "image_tilt"]
 
 
 def _shape(shape_or_dim: int | Sequence[int]) -> tuple[int, ...]:
-    if isinstance(shape_or_dim, int | np.integer) and not isinstance(shape_or_dim, bool):
-        shape = (int(shape_or_dim),)
-    else:
-        shape = tuple(shape_or_dim)
-    if not shape or not all(
-        isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 1 for s in shape
-    ):
+    shape = tuple(shape_or_dim) if isinstance(shape_or_dim, Sequence) else (shape_or_dim,)
+    if not shape or not all(is_count(s) for s in shape):
         raise ValueError(f"shape_or_dim must be a positive integer or a shape tuple; got {shape_or_dim!r}.")
     return tuple(int(s) for s in shape)
 
@@ -109,7 +104,7 @@ def image_tilt(dim: int, *, alpha: float = 0.05) -> Transformed:
         >>> x.shape, bool(((x > -0.06) & (x < 1.06)).all())
         ((3, 64), True)
     """
-    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+    if not is_count(dim):
         raise ValueError(f"dim must be a positive integer (pixels of a flat image); got {dim!r}.")
     return Transformed(StandardNormal((dim,)), logit_preprocessing(dim, alpha=alpha))
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from numpyro_ebm._compat import renamed_kwargs
 from numpyro_ebm.plotting._axes import _KINDS, Bounds, _evaluate, _figure_and_axes, _grid
 
 
@@ -110,6 +111,7 @@ def plot_flow_density(flow: Any, bounds: Bounds, **kwargs):
     return plot_density(log_prob, bounds, **kwargs)
 
 
+@renamed_kwargs(n_points="num_points")
 def plot_slice(
     log_densities: Any,
     start: Sequence[float],
@@ -118,7 +120,7 @@ def plot_slice(
     bounds: Bounds,
     truth: Any = None,
     margin: float = 0.5,
-    n_points: int = 400,
+    num_points: int = 400,
     resolution: int = 200,
     log: bool = False,
     ax=None,
@@ -127,7 +129,7 @@ def plot_slice(
     """Normalised densities along the line through ``start`` and ``end`` (Fig. 1d and 1h).
 
     Each density is normalised on the 2-D grid over ``bounds`` (so models with different
-    constants compare), then evaluated at ``n_points`` points of the segment extended by
+    constants compare), then evaluated at ``num_points`` points of the segment extended by
     ``margin`` of its length on both sides. The horizontal axis is the signed distance from
     the segment's midpoint.
 
@@ -139,7 +141,7 @@ def plot_slice(
         bounds: the normalisation box ``((x1_lo, x1_hi), (x2_lo, x2_hi))``.
         truth: the true log-density (e.g. a ``datasets.Target``), drawn dashed in black.
         margin: extension beyond each end, as a fraction of the segment's length.
-        n_points: points along the line.
+        num_points: points along the line.
         resolution: grid cells per axis for the normalisation.
         log: plot log-densities instead of densities.
         ax: draw here; a new figure when ``None``.
@@ -166,7 +168,7 @@ def plot_slice(
         raise ValueError(f"margin must be a finite number >= 0; got {margin!r}.")
     if not isinstance(log_densities, Mapping):
         log_densities = {"model": log_densities}
-    t = np.linspace(-margin, 1 + margin, n_points)
+    t = np.linspace(-margin, 1 + margin, num_points)
     line = start[None] + t[:, None] * (end - start)[None]
     distance = (t - 0.5) * length
     fig, ax = _figure_and_axes(ax, figsize=(5.0, 3.4))

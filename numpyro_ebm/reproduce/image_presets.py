@@ -52,6 +52,16 @@ def _method(schedule, arch, note="", **options) -> Method:
 
 _SAMPLER = dict(n_cycles=3, n_local_steps=32, step_size=1e-4, target_accept=0.6)
 _PAPER = Schedule(27300, 128, 1024, 50000, 1e-4, chunk_size=50, energy_l2=1e-4, decay_every=50, lr_decay=0.99)
+
+
+def _quick(shape: tuple[int, int, int], rate: float) -> list:
+    """The end-to-end smoke run of the tests (tiny networks, a few steps); numbers mean nothing.
+    ``rate`` is both the learning rate and the MALA step size."""
+    schedule = Schedule(4, 8, 16, 64, rate, chunk_size=2, energy_l2=1e-4, decay_every=50, lr_decay=0.99)
+    sampler = dict(n_particles=4, n_cycles=1, n_local_steps=2, step_size=rate, target_accept=0.6)
+    return [_method(schedule, ImageArch(shape, 2, 2, 1, 1, 32), **sampler)]
+
+
 CIFAR10 = {
     "paper": [_method(_PAPER, ImageArch((3, 32, 32), 64, 64, 6, 2, 10000), n_particles=128, **_SAMPLER)],
     # cpu: hours still; 2,000 images, 300 steps, narrow networks, 1 x [1 i-SIR x 16 + 8 MALA].
@@ -67,18 +77,7 @@ CIFAR10 = {
             target_accept=0.6,
         )
     ],
-    # quick: the end-to-end smoke run of the tests (tiny networks, a few steps); numbers mean nothing.
-    "quick": [
-        _method(
-            Schedule(4, 8, 16, 64, 1e-4, chunk_size=2, energy_l2=1e-4, decay_every=50, lr_decay=0.99),
-            ImageArch((3, 32, 32), 2, 2, 1, 1, 32),
-            n_particles=4,
-            n_cycles=1,
-            n_local_steps=2,
-            step_size=1e-4,
-            target_accept=0.6,
-        )
-    ],
+    "quick": _quick((3, 32, 32), 1e-4),
 }
 # The same experiment on scikit-learn's 8x8 digits (17 grey levels, 1,797 images, 10 classes),
 # sized for a CPU: rates 1e-3 (the small networks learn slowly at 1e-4), 3,000 steps.
@@ -105,17 +104,7 @@ DIGITS = {
             **_DIGITS_SAMPLER,
         )
     ],
-    "quick": [
-        _method(
-            Schedule(4, 8, 16, 64, 1e-3, chunk_size=2, energy_l2=1e-4, decay_every=50, lr_decay=0.99),
-            ImageArch((1, 8, 8), 2, 2, 1, 1, 32),
-            n_particles=4,
-            n_cycles=1,
-            n_local_steps=2,
-            step_size=1e-3,
-            target_accept=0.6,
-        )
-    ],
+    "quick": _quick((1, 8, 8), 1e-3),
 }
 # Evaluation: chains for the sample grid (Fig. 8) and sampler calls they run.
 IMAGE_EVAL = {

@@ -105,7 +105,7 @@ def _experiment(method, preset, key, progress, out_dir, train_set, test_set, cla
         np.asarray(energy(jnp.asarray(a))) for a in (result.bank, x[: x_test.shape[0]], x_test)
     )
     classifier = im.fit_digit_classifier(np.asarray(x), labels)
-    balance = im.class_balance(samples, classifier, n_classes=len(classes))
+    balance = im.class_balance(samples, classifier, num_classes=len(classes))
     data_balance = np.bincount(labels, minlength=len(classes)) / labels.size
     out = {
         "methods": {

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from numpyro_ebm import datasets, diagnostics, recipes
@@ -123,7 +122,9 @@ def _evaluate(trained, method, target, rhat, key, key_is) -> dict[str, Any]:
         "mode_weights_bank": np.asarray(diagnostics.zone_frequencies(result.bank, target)).tolist(),
     }
     if result.flow is not None and sampler.flow_training is not None:
-        row.update(_is_mode_weights(result.ebm, result.flow, target, key_is))
+        # The EBM's mode weights by self-normalised importance sampling, the flow as proposal.
+        weights, ess = diagnostics.importance_zone_weights(result.ebm, result.flow, target, key_is, 20000)
+        row.update({"mode_weights_is": np.asarray(weights).tolist(), "is_ess": float(ess)})
     else:  # no flow to propose from: ULA-EBM
         row.update({"mode_weights_is": None, "is_ess": None})
     per_call = sampler_work(method.sampler, method.options, rhat["chains"])
@@ -141,16 +142,6 @@ def _evaluate(trained, method, target, rhat, key, key_is) -> dict[str, Any]:
         }
     )
     return row
-
-
-def _is_mode_weights(ebm, flow, target, key, n: int = 20000) -> dict[str, Any]:
-    """The EBM's mode weights by self-normalised importance sampling with the flow as proposal."""
-    x, log_q = jax.jit(lambda k: flow.sample_and_log_prob(k, (n,)))(key)
-    log_w = ebm.log_density(x) - log_q
-    log_w = jnp.where(jnp.isfinite(log_w), log_w, -jnp.inf)
-    w = jnp.exp(log_w - jax.nn.logsumexp(log_w))
-    weights = jax.ops.segment_sum(w, target.zones(x), num_segments=target.n_zones)
-    return {"mode_weights_is": np.asarray(weights).tolist(), "is_ess": float(1.0 / jnp.sum(w**2))}
 
 
 def _order(rows: dict[str, Any]) -> list[str]:
