@@ -29,8 +29,10 @@ PRNGKey = jax.random.PRNGKey
 NUM_CHAINS = 32
 
 
-def _mcmc(model=None, potential_fn=None, num_warmup=200, num_samples=200, num_chains=NUM_CHAINS):
-    kernel = ne.FlowMCKernel(model, potential_fn)
+def _mcmc(
+    model=None, potential_fn=None, num_warmup=200, num_samples=200, num_chains=NUM_CHAINS, **kernel_kwargs
+):
+    kernel = ne.FlowMCKernel(model, potential_fn, **kernel_kwargs)
     return MCMC(
         kernel,
         num_warmup=num_warmup,
@@ -202,8 +204,10 @@ def test_chain_smoke(method):
 
 
 def test_out_shape_multirun_and_warmup():
+    """Shapes only: tempering is off (each of the three inits below would re-run and re-compile
+    the tempered SMC on the 3,000-point likelihood; it was the module's second slowest test)."""
     n_chains = 10
-    mcmc = _mcmc(logistic_model, num_warmup=10, num_samples=10, num_chains=n_chains)
+    mcmc = _mcmc(logistic_model, num_warmup=10, num_samples=10, num_chains=n_chains, tempering=None)
     mcmc.run(PRNGKey(2), LABELS)
     assert mcmc.get_samples(group_by_chain=True)["coefs"].shape == (n_chains, 10, DIM)
     mcmc.run(PRNGKey(3), LABELS)  # multirun
