@@ -89,7 +89,6 @@ def _call(fn, args, **extra):
 
 def _cmd_sample(args) -> int:
     from numpyro_ebm.commands import sample
-    from numpyro_ebm.flowmc import FlowMCSettings
 
     settings = settings_from(FlowMCSettings, {name: getattr(args, name) for name in _SETTINGS})
     summary = _call(sample.sample_run, args, settings=settings, progress=not args.no_progress)

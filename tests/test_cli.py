@@ -5,6 +5,7 @@ shape) except one subprocess check of the installed console script. Budgets are 
 check plumbing and file formats, not statistics (tests/test_training.py does those).
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -68,6 +69,24 @@ def test_help_of_every_subcommand(sub, capsys):
         assert all(name in out for name in SUBCOMMANDS)
 
 
+def test_sampler_flags_are_generated_from_flowmc_settings(capsys):
+    """Defaults written once: every FlowMCSettings field is a flag of sample and train, sample's
+    defaults are the dataclass's, and train records only the flags given (None may be one)."""
+    from numpyro_ebm.settings import FlowMCSettings
+
+    names = [field.name for field in dataclasses.fields(FlowMCSettings)]
+    for sub in ("sample", "train"):
+        assert cli.main([sub, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert all("--" + name.replace("_", "-") in out for name in names)
+    args = cli.build_parser().parse_args(["sample", "--run", "r"])
+    assert {name: getattr(args, name) for name in names} == dataclasses.asdict(FlowMCSettings())
+    argv = ["train", "--steps", "1", "--out", "o", "--n-particles", "8", "--no-adapt-step-size"]
+    args = cli.build_parser().parse_args([*argv, "--global-move", "none"])
+    assert (args.n_particles, args.adapt_step_size, args.global_move) == (8, False, None)
+    assert not hasattr(args, "step_size")  # not given: the sampler's own default holds
+
+
 def test_installed_console_script_help():
     script = shutil.which(
         "numpyro-ebm", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
@@ -95,7 +114,8 @@ def test_help_does_not_import_jax():
 
 
 def test_demo_quick_is_reproduce_figure1(tmp_path, capsys):
-    """The demo is `reproduce figure1` at a preset: the same metrics.json, plus the demo's panels."""
+    """The demo is `reproduce figure1` at a preset: the same metrics.json, plus the demo's panels.
+    (Also reproduce figure1's quick-preset test: one run serves both.)"""
     out = tmp_path / "demo"
     assert (
         cli.main(["--quick", "--steps", "12", "--out", str(out), "--no-progress"]) == 0
@@ -107,12 +127,16 @@ def test_demo_quick_is_reproduce_figure1(tmp_path, capsys):
     assert {"truth", "methods", "settings", "seconds", "figures", "work"} <= metrics.keys()
     assert abs(metrics["truth"] - 2 / 3) < 1e-6
     assert metrics["settings"]["steps"] == 12
+    assert metrics["work"]["train_steps"] > 0 and metrics["work"]["sampler_energy_evals"] > 0
+    assert metrics["machine"]["jax_backend"] and metrics["seconds"] > 0
     assert set(metrics["methods"]) == {"flowMC-EBM", "ULA-EBM"}
+    assert math.isfinite(metrics["methods"]["flowMC-EBM"]["global_accept"])
     for summary in metrics["methods"].values():
-        for key in ("weight", "bank_weight", "train_seconds", "abs_error"):
+        for key in ("weight", "bank_weight", "train_seconds", "abs_error", "last_quarter_range"):
             assert math.isfinite(summary[key]) and summary[key] >= 0
-        assert 0 <= summary["weight"] <= 1
-        assert summary["settings"]["num_steps"] == 12
+        assert 0 <= summary["weight"] <= 1 and 0 <= summary["bank_weight"] <= 1
+        assert math.isfinite(summary["weight_error"]) and math.isfinite(summary["last_quarter_std"])
+        assert summary["settings"]["num_steps"] == 12 == summary["work"]["train_steps"]
         assert {"mean", "min", "max", "range", "std"} <= summary["last_quarter"].keys()
         assert all(math.isfinite(v) for v in summary["last_quarter"].values())
         history = summary["history"]
@@ -133,7 +157,9 @@ def named_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "two_modes"
     argv = ["train", "--data", "two_modes", "--num-data", "64", "--sampler", "flowmc", "--n-particles", "4"]
     assert cli.main([*argv, "--out", str(out), *TINY_TRAIN, *TINY_FLOW]) == 0
-    assert cli.main(["sample", "--run", str(out), *TINY_SAMPLE]) == 0
+    # No warmup: the trained flow proposes as it is (one compiled program fewer); warmup with a
+    # flow fitted from scratch is test_user_npy_file_train_resume_sample_evaluate's.
+    assert cli.main(["sample", "--run", str(out), *TINY_SAMPLE, "--warmup", "0"]) == 0
     return out
 
 
@@ -268,6 +294,29 @@ def test_unknown_sampler(tmp_path, capsys):
             "--bank-size 4",
         ),
         (["sample", "--run", "/nonexistent/run"], "/nonexistent/run"),
+        # FlowMCSettings checks the transition; the message names the flags, before any work.
+        (
+            ["sample", "--run", "/nonexistent/run", "--n-particles", "1"],
+            "--n-particles must be an integer >= 2",
+        ),
+        (
+            [
+                "train",
+                "--data",
+                "two_modes",
+                "--sampler",
+                "flowmc",
+                "--steps",
+                "2",
+                "--target-accept-prob",
+                "1.5",
+            ],
+            "--target-accept-prob must lie in (0, 1)",
+        ),
+        (
+            ["train", "--data", "two_modes", "--sampler", "flowmc", "--steps", "2", "--global-move", "none"],
+            "mala",
+        ),
         (["evaluate", "--run", "/nonexistent/run"], "/nonexistent/run"),
         (["reproduce", "table9"], "'table9'"),
         (["reproduce", "cifar10", "--quick"], "--data"),

@@ -77,7 +77,9 @@ def sample_run(
         potential_fn=potential_fn,
         flow=run.flow,
         train_flow=run.flow is None or train_flow,
-        settings=settings,
+        # Not the kernel's own default (KERNEL_SETTINGS, IMH): a run's trained flow lags its EBM,
+        # which i-SIR's resampling tolerates, as in training.
+        settings=FlowMCSettings() if settings is None else settings,
     )
     mcmc = MCMC(
         kernel,

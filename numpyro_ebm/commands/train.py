@@ -16,17 +16,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
 
-from numpyro_ebm import checkpoints, flows, recipes
+from numpyro_ebm import checkpoints, recipes
 from numpyro_ebm import negatives as ng
 from numpyro_ebm._json import write_json
 from numpyro_ebm.commands.flags import flag as _flag
 from numpyro_ebm.commands.flags import settings_from
 from numpyro_ebm.commands.options import OPTIONS, PRETRAIN_FLOW, PROG, UsageError
+from numpyro_ebm.reproduce.common import pretrain_flow
 from numpyro_ebm.runs import CONFIG_FILE, FLOW, NET, RUN_FILE, build_models, load_data, save_run
 from numpyro_ebm.settings import FlowMCSettings
 from numpyro_ebm.training import train
@@ -122,15 +122,6 @@ def build_negatives(config: dict[str, Any], flow) -> ng.AbstractNegatives:
     return recipes.make_sampler(config["sampler"], flow, sampler_options(config))
 
 
-def _pretrain_flow(flow, data, key, num_steps: int, lr: float):
-    params, static = flows.partition(flow)
-    optimizer = optax.adam(lr)
-    params, _, losses = flows.fit_flow(
-        key, params, static, optimizer.init(params), data, optimizer, num_steps=num_steps, batch_size=256
-    )
-    return eqx.combine(params, static), float(losses[-1])
-
-
 def train_run(config: dict[str, Any], out: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
     """Train the run that ``config`` (from :func:`resolve_config`) describes and save it in ``out``.
 
@@ -165,8 +156,8 @@ def train_run(config: dict[str, Any], out: Path, *, resume: bool, progress: bool
     pretrain_loss = None
     if config["pretrain_flow"] and not resuming:
         print(f"pre-training the flow on the data for {config['pretrain_flow']} steps", file=sys.stderr)
-        flow, pretrain_loss = _pretrain_flow(
-            flow, jnp.asarray(data), key_pretrain, config["pretrain_flow"], config["flow_lr"]
+        flow, pretrain_loss = pretrain_flow(
+            key_pretrain, flow, jnp.asarray(data), config["pretrain_flow"], config["flow_lr"]
         )
         ebm, _ = recipes.build(sampler, ebm.net, flow)  # the tilt of NT-EBM is the pre-trained flow
     negatives = build_negatives(config, flow)

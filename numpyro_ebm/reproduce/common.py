@@ -108,16 +108,17 @@ def toy_flow(key, dim: int, arch: FlowArch, scale: float, *, identity_init: bool
 
 
 def pretrain_flow(key, flow, data, steps: int, lr: float, batch_size: int = 256):
-    """Maximum likelihood of the flow on the data (the baselines' pre-training)."""
+    """Maximum likelihood of the flow on the data (the baselines' pre-training, and
+    ``numpyro-ebm train --pretrain-flow``): ``(flow, last loss)`` (``None`` for 0 steps)."""
     if steps == 0:
-        return flow
+        return flow, None
     params, static = partition(flow)
     opt = optax.adam(lr)
     batch_size = min(batch_size, data.shape[0])
-    params, _, _ = jax.jit(
+    params, _, losses = jax.jit(
         lambda k, p, s: fit_flow(k, p, static, s, data, opt, num_steps=steps, batch_size=batch_size)
     )(key, params, opt.init(params))
-    return eqx.combine(params, static)
+    return eqx.combine(params, static), float(losses[-1])
 
 
 def train_method(
@@ -156,7 +157,7 @@ def train_method(
         pretrained = method.sampler in ("ntebm", "coopflow")
         flow = flow_fn(key_flow, not pretrained)
         if pretrained:
-            flow = pretrain_flow(
+            flow, _ = pretrain_flow(
                 key_pre, flow, jnp.asarray(data), method.flow.pretrain_steps, method.flow.pretrain_lr
             )
     ebm, sampler = recipes.build(method.sampler, net, flow, method.options, base=base)
