@@ -2,8 +2,10 @@
 
 All chains of an ``MCMC(..., chain_method="vectorized")`` run share one normalizing flow. Each
 iteration is one :func:`~numpyro_ebm.flowmc.flowmc_step` (a global flow move, IMH or i-SIR, then
-``n_local_steps`` MALA steps). During warmup the MALA step size adapts by NumPyro's dual averaging
-and the flow is fitted (forward KL) to a ring buffer of recent states of all chains; after warmup
+``n_local_steps`` MALA steps). After tempering the flow is fitted (forward KL) in ``init``, before
+the sampling loop, else during warmup to a ring buffer of recent states
+(:mod:`numpyro_ebm.kernel_warmup`); during warmup the MALA step size adapts by NumPyro's dual
+averaging; after warmup
 both are frozen, so the production chain is a fixed, valid Markov kernel.
 """
 
@@ -49,9 +51,13 @@ class FlowMCKernel(MCMCKernel):
     steps ``x' = x + eta grad log pi(x) + sqrt(2 eta) xi``. All chains share the flow, so this is
     an ensemble kernel: use ``MCMC(..., num_chains=N >= 2, chain_method="vectorized")``.
 
-    Warmup: the step size adapts toward ``target_accept_prob`` (dual averaging) and, if
-    ``train_flow``, the flow takes ``flow_steps_per_iteration`` optax steps of forward KL on a
-    ring buffer of the last ``buffer_iterations`` states of all chains. Sampling: both frozen.
+    Warmup: if ``train_flow`` and tempering ran, ``init`` fits the flow by forward KL to the
+    SMC's particles, alternating fits with flowMC moves under the new flow, until the global
+    acceptance stops improving (at most ``num_warmup * flow_steps_per_iteration`` optax steps);
+    the warmup iterations then adapt the step size toward ``target_accept_prob`` (dual
+    averaging) with the flow fixed. Without tempering, each warmup iteration also takes
+    ``flow_steps_per_iteration`` optax steps on a ring buffer of the last ``buffer_iterations``
+    states of all chains. Sampling: both frozen.
 
     Args:
         model: a NumPyro model with continuous latent sites (constrained sites are sampled in
@@ -76,9 +82,10 @@ class FlowMCKernel(MCMCKernel):
         adapt_step_size: adapt the MALA step size during warmup.
         train_flow: fit the flow during warmup. ``False`` freezes a pre-trained flow.
         flow_optimizer: optax transformation for the flow; ``optax.adam(1e-3)`` by default.
-        flow_steps_per_iteration: optax steps of the flow per warmup iteration.
+        flow_steps_per_iteration: the flow's budget of optax steps per warmup iteration.
         flow_batch_size: minibatch size of those steps.
-        buffer_iterations: how many past iterations of all chains the flow is fitted to.
+        buffer_iterations: without tempering, how many past iterations of all chains the flow
+            is fitted to.
         particle_batch_size: chains per batch when evaluating i-SIR particles (memory bound).
         init_strategy: NumPyro per-site initialisation.
         shard: split the chains over devices with ``jax.sharding`` (``True``: all of
@@ -160,6 +167,7 @@ class FlowMCKernel(MCMCKernel):
         self._target: FlatTarget | None = None
         self._flow_static = None
         self._num_warmup = 0
+        self._fit_in_loop = False
 
     # -- NumPyro's kernel surface ---------------------------------------------------------------
     @property
@@ -221,6 +229,9 @@ class FlowMCKernel(MCMCKernel):
         )
         if self.tempering_result is not None:  # the chains start from the SMC particles
             init_params = unravel_fn(flat)
+        # Annealed particles carry the right mode weights, so the flow was fitted to them in
+        # start(); from bare starting points it is fitted inside the loop, to a buffer of states.
+        self._fit_in_loop = self._fits_flow and self.tempering_result is None
         chains, opt_state, buffer = kernel_warmup.init_warmup(self, flat, params, logdensity_fn)
         check_finite_start(chains.logdensity)
         dtype = flat.dtype

@@ -27,9 +27,10 @@ class FlowMCState(NamedTuple):
             (:class:`~numpyro_ebm.adaptation.DualAveragingState`).
         flow_params: the flow's trainable arrays (its static part lives on the kernel);
             ``None`` with ``global_move=None``.
-        flow_opt_state: optax state of the flow optimiser; ``None`` unless the flow is fitted.
+        flow_opt_state: optax state of the flow optimiser; ``None`` unless the flow is fitted
+            inside the loop (no tempering ran: after tempering it is fitted in ``init``).
         buffer: recent flattened states of all chains, ``(buffer_iterations, chains, dim)``;
-            ``None`` unless the flow is fitted.
+            ``None`` unless the flow is fitted inside the loop.
         rng_key: PRNG key.
     """
 

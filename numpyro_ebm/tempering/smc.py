@@ -144,6 +144,8 @@ def tempered_smc(
     flow_batch_size: int = 256,
     fit_flow: bool = True,
     settings: TemperedSMC = TemperedSMC(),
+    warm_levels: int = 0,
+    warm_params=None,
 ) -> SMCResult:
     """Anneal from ``log_reference`` to ``log_target`` with resampling and flowMC moves.
 
@@ -162,10 +164,17 @@ def tempered_smc(
         flow_batch_size: minibatch size of the flow fit.
         fit_flow: fit the flow at every level; ``False`` keeps it as given (a frozen flow).
         settings: :class:`TemperedSMC` (ESS fraction, moves and flow steps per level, guard).
+        warm_levels: after ``beta`` reaches 1, at most this many more levels at ``beta = 1``
+            (equal weights, so no resampling): the flow is fitted to the particles, which then
+            move under it. This is ``FlowMCKernel``'s flow warmup, outside its sampling loop.
+            They stop early once the mean global acceptance has not improved by 0.01 for two
+            levels (a flow that stopped improving is not worth more fitting).
+        warm_params: the flow's trainable arrays to warm up (e.g. a fresh flow; the level
+            re-standardises it to the particles); ``None``: keep fitting the annealing's flow.
 
     Returns:
-        :class:`SMCResult`. One jitted function runs a level; ``beta`` is its argument, so it
-        compiles once and a Python loop walks the ladder.
+        :class:`SMCResult`. One jitted function runs a level, annealing and warm levels alike;
+        ``beta`` is its argument, so it compiles once and a Python loop walks the ladder.
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
@@ -227,22 +236,38 @@ def tempered_smc(
         return chains.position, loglik, new_beta, log_z, log_step, params, jnp.mean(glob)
 
     position = particles
-    loglik = loglik_fn(position)
+    loglik = jax.jit(loglik_fn)(position)  # one program (op by op: dozens of tiny compiles)
     beta = jnp.zeros((), dtype)
     log_z = jnp.zeros((), dtype)
     log_step = jnp.log(jnp.asarray(transition.step_size, dtype))
     betas, accepts = [], []
-    for key_level in jax.random.split(key, settings.max_levels):
+    key_levels, key_shuffle = jax.random.split(key)  # fold_in per level: no 200-key unstack program
+    for i in range(settings.max_levels):
         position, loglik, beta, log_z, log_step, params, glob = level(
-            key_level, position, loglik, beta, log_z, log_step, params
+            jax.random.fold_in(key_levels, i), position, loglik, beta, log_z, log_step, params
         )
         betas.append(beta)
         accepts.append(glob)
         if float(beta) >= 1.0:
             break
+    params = params if warm_params is None else warm_params
+    best, stale = -1.0, 0
+    for i in range(warm_levels if fit_flow else 0):
+        position, loglik, beta, log_z, log_step, params, glob = level(
+            jax.random.fold_in(key_levels, settings.max_levels + i),
+            position,
+            loglik,
+            beta,
+            log_z,
+            log_step,
+            params,
+        )
+        best, stale = (float(glob), 0) if float(glob) > best + 0.01 else (best, stale + 1)
+        if stale == 2:
+            break
     # Resampling leaves each ancestor's descendants side by side: shuffle, so that any prefix
     # (the kernel keeps the first num_chains) is a uniform subsample.
-    position = position[jax.random.permutation(jax.random.fold_in(key, 1), num)]
+    position = position[jax.random.permutation(key_shuffle, num)]
     return SMCResult(
         position=position,
         flow_params=params,
@@ -266,6 +291,8 @@ def discover_modes(
     optimizer: optax.GradientTransformation,
     flow_batch_size: int = 256,
     fit_flow: bool = True,
+    warm_levels: int = 0,
+    warm_params=None,
 ) -> SMCResult | None:
     """What ``FlowMCKernel.init`` runs: reference draws, then :func:`tempered_smc` with the
     kernel's transition (a :class:`~numpyro_ebm.flowmc.FlowMCSettings`).
@@ -282,6 +309,7 @@ def discover_modes(
         optimizer: optax transformation for the flow.
         flow_batch_size: minibatch size of the flow fit.
         fit_flow: fit the flow at every level.
+        warm_levels, warm_params: as in :func:`tempered_smc` (the kernel's flow warmup).
 
     Returns:
         :class:`SMCResult`, or ``None`` for a ``potential_fn`` target without a reference.
@@ -303,4 +331,6 @@ def discover_modes(
         flow_batch_size=flow_batch_size,
         fit_flow=fit_flow,
         settings=settings,
+        warm_levels=warm_levels,
+        warm_params=warm_params,
     )
