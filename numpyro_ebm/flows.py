@@ -107,7 +107,8 @@ def default_flow(
     spline = RationalQuadraticSpline(knots=knots, interval=interval)
     couple = dict(nn_width=nn_width, nn_depth=nn_depth, identity_init=identity_init)
     if whiten:
-        last = [_elementwise_spline(knots, interval, dim), Whitening(jnp.zeros(dim), jnp.eye(dim), jnp.ones(dim))]
+        eye = jnp.eye(dim)
+        last = [_elementwise_spline(knots, interval, dim), Whitening(jnp.zeros(dim), eye, jnp.ones(dim), eye)]
         if dim > 1 and flow_layers > 0:
             last = [*_couplings(key, base, spline, flow_layers, **couple), *last]
         return Transformed(base, Chain(last))
