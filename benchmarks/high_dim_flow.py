@@ -32,6 +32,7 @@ def main():
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--flow", choices=["rule", "affine", "whiten"], default="rule")
     parser.add_argument("--layers", type=int, default=4, help="coupling layers (affine / whiten)")
+    parser.add_argument("--knots", type=int, default=8, help="spline knots (affine / whiten)")
     parser.add_argument("--ntrain", type=int, default=10_000)
     parser.add_argument("--steps", type=int, default=250, help="optimiser steps per report")
     parser.add_argument("--reports", type=int, default=4)
@@ -49,8 +50,8 @@ def main():
     train, test = draws(jax.random.fold_in(key, 1), args.ntrain), draws(jax.random.fold_in(key, 2), 8192)
     settings = {
         "rule": flows.flow_capacity(args.dim),
-        "affine": {"flow_layers": args.layers},
-        "whiten": {"whiten": True, "flow_layers": args.layers},
+        "affine": {"flow_layers": args.layers, "knots": args.knots},
+        "whiten": {"whiten": True, "flow_layers": args.layers, "knots": args.knots},
     }[args.flow]
     flow = flows.default_flow(jax.random.fold_in(key, 3), args.dim, identity_init=True, **settings)
     params, static = flows.partition(flows.standardize(flow, train))
@@ -58,7 +59,9 @@ def main():
     opt_state = optimizer.init(params)
     log_p = jax.vmap(target.log_prob)
     fit = jax.jit(
-        lambda k, p, s: flows.fit_flow(k, p, static, s, train, optimizer, num_steps=args.steps, batch_size=256)
+        lambda k, p, s: flows.fit_flow(
+            k, p, static, s, train, optimizer, num_steps=args.steps, batch_size=256
+        )
     )
 
     @jax.jit
@@ -69,17 +72,25 @@ def main():
         accept = jnp.mean(jnp.minimum(1.0, jnp.exp(log_w_q - log_w_test)))
         return -jnp.mean(q.log_prob(test)), accept, proposals, log_w_q
 
-    print(f"dim {args.dim}, flow {args.flow} {settings}, {args.ntrain} draws, entropy "
-          f"{float(-jnp.mean(log_p(test))):.2f}")
+    print(
+        f"dim {args.dim}, flow {args.flow} {settings}, {args.ntrain} draws, entropy "
+        f"{float(-jnp.mean(log_p(test))):.2f}"
+    )
     for r in range(args.reports):
         params, opt_state, losses = fit(jax.random.fold_in(key, 10 + r), params, opt_state)
         nll, accept, proposals, log_w = measure(params, jax.random.fold_in(key, 100 + r))
-        print(f"step {(r + 1) * args.steps:5d}  train {float(losses[-50:].mean()):.2f}  "
-              f"test NLL {float(nll):.2f}  IMH acceptance {float(accept):.3f}", flush=True)
+        print(
+            f"step {(r + 1) * args.steps:5d}  train {float(losses[-50:].mean()):.2f}  "
+            f"test NLL {float(nll):.2f}  IMH acceptance {float(accept):.3f}",
+            flush=True,
+        )
     w = np.asarray(jax.nn.softmax(log_w))
     zones = np.asarray(target.zones(proposals))
-    print("importance weights of the modes", np.round([w[zones == k].sum() for k in range(4)], 3),
-          f" ESS/n {1 / float((w**2).sum()) / len(w):.3f}")
+    print(
+        "importance weights of the modes",
+        np.round([w[zones == k].sum() for k in range(4)], 3),
+        f" ESS/n {1 / float((w**2).sum()) / len(w):.3f}",
+    )
 
 
 if __name__ == "__main__":

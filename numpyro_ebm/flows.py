@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import optax
 import paramax
 from flowjax.bijections import (
-    AbstractBijection,
     Affine,
     Chain,
     Invert,
@@ -35,7 +34,17 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from numpyro_ebm._keys import as_typed_key
 from numpyro_ebm._whitening import Whitening, principal_axes
 
-__all__ = ["default_flow", "flow_capacity", "Whitening", "standardize", "restandardize", "partition", "combine", "forward_kl", "fit_flow"]
+__all__ = [
+    "default_flow",
+    "flow_capacity",
+    "Whitening",
+    "standardize",
+    "restandardize",
+    "partition",
+    "combine",
+    "forward_kl",
+    "fit_flow",
+]
 
 
 def _is_frozen(leaf) -> bool:

@@ -25,8 +25,9 @@ __all__ = ["initial_flow", "start", "init_warmup", "warmup_update"]
 
 
 def initial_flow(user_flow, key, flat: Float[Array, "chains dim"]):
-    """The user's flow (its shape checked against ``dim``), or the default flow,
-    identity-initialised and standardised to the initial chains ``flat``."""
+    """The user's flow (its shape checked against ``dim``), or the default flow (shaped by
+    :func:`~numpyro_ebm.flows.flow_capacity`), identity-initialised and standardised to the
+    initial chains ``flat``."""
     dim = flat.shape[1]
     if user_flow is not None:
         if user_flow.shape != (dim,):
@@ -35,7 +36,8 @@ def initial_flow(user_flow, key, flat: Float[Array, "chains dim"]):
                 f"unconstrained space has dim {dim}; build the flow with dim={dim}."
             )
         return user_flow
-    return flows.standardize(flows.default_flow(key, dim, identity_init=True), flat)
+    flow = flows.default_flow(key, dim, identity_init=True, **flows.flow_capacity(dim))
+    return flows.standardize(flow, flat)
 
 
 def start(kernel, key, flat: Float[Array, "chains dim"], logdensity_fn: Callable, model_args, model_kwargs):
@@ -44,7 +46,7 @@ def start(kernel, key, flat: Float[Array, "chains dim"], logdensity_fn: Callable
     The flow is :func:`initial_flow` (``None`` parts with ``global_move=None``). With tempering
     on, mode discovery (:func:`~numpyro_ebm.tempering.discover_modes`) runs first; the chains
     then start from its particles ``flat`` ``(chains, dim)``, and a default flow is standardised
-    to them afresh: the SMC's flow, refitted at every level to resampled (duplicated) particles,
+    afresh to all the particles: the SMC's flow, refitted at every level to resampled (duplicated) particles,
     overfits in high dimension.
     """
     params, static, flow = None, None, None
@@ -69,7 +71,8 @@ def start(kernel, key, flat: Float[Array, "chains dim"], logdensity_fn: Callable
         return flat, params, static, None
     flat = result.position[: flat.shape[0]]
     if kernel._user_flow is None and params is not None:
-        params = flows.restandardize(params, static, flat)
+        # all particles, not only the chains' share: whitening needs n >> dim points
+        params = flows.restandardize(params, static, result.position)
     return flat, params, static, result
 
 

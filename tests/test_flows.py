@@ -89,7 +89,9 @@ def test_whitened_marginal_flow_proposes_well_where_the_affine_one_does_not():
         flow = flows.standardize(flows.default_flow(jax.random.key(1), DIM, identity_init=True, **kw), x)
         params, static = flows.partition(flow)
         params, _, _ = jax.jit(
-            lambda p: flows.fit_flow(jax.random.key(2), p, static, opt.init(p), x, opt, num_steps=300, batch_size=256)
+            lambda p: flows.fit_flow(
+                jax.random.key(2), p, static, opt.init(p), x, opt, num_steps=300, batch_size=256
+            )
         )(params)
         return flows.combine(params, static)
 
