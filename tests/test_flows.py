@@ -7,6 +7,7 @@ together), is where the per-coordinate standardisation fails and whitening does 
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
@@ -30,11 +31,16 @@ def _log_p(x):
     return jnp.logaddexp(-0.5 * jnp.sum((x - mu) ** 2, -1), -0.5 * jnp.sum((x + mu) ** 2, -1))
 
 
+# Compiled once per flow structure: op-by-op flowjax is the slow part of these small tests.
+_log_prob = eqx.filter_jit(lambda flow, x: flow.log_prob(x))
+_sample = eqx.filter_jit(lambda flow, key, n: flow.sample(key, (n,)))
+
+
 def _imh_acceptance(flow, key, n=4096):
     """``E[min(1, w(x') / w(x))]``, ``x ~ pi`` and ``x' ~ q``: IMH's acceptance at stationarity."""
     k1, k2 = jax.random.split(key)
-    x, y = _two_modes(k1, n), flow.sample(k2, (n,))
-    log_w = lambda z: _log_p(z) - flow.log_prob(z)
+    x, y = _two_modes(k1, n), _sample(flow, k2, n)
+    log_w = lambda z: _log_p(z) - _log_prob(flow, z)
     return float(jnp.mean(jnp.minimum(1.0, jnp.exp(log_w(y) - log_w(x)))))
 
 
@@ -52,25 +58,25 @@ def test_whitened_flow_at_init_is_the_shrunk_gaussian_fit(flow_layers):
     flow = flows.standardize(flow, x)
     s, cov = 6 / 206, jnp.cov(x.T)
     gauss = MultivariateNormal(x.mean(0), (1 - s) * cov + s * jnp.diag(jnp.diag(cov)))
-    assert jnp.allclose(flow.log_prob(x), gauss.log_prob(x), atol=1e-3)
+    assert jnp.allclose(_log_prob(flow, x), gauss.log_prob(x), atol=1e-3)
     # and sample / log_prob agree: the same Gaussian's log density at the flow's own draws
-    y = flow.sample(jax.random.key(3), (100,))
-    assert jnp.allclose(flow.log_prob(y), gauss.log_prob(y), atol=1e-3)
+    y = _sample(flow, jax.random.key(3), 100)
+    assert jnp.allclose(_log_prob(flow, y), gauss.log_prob(y), atol=1e-3)
 
 
 def test_whitening_is_not_trained_and_keeps_log_det_consistent():
     x = _two_modes(jax.random.key(0), 512)
     flow = flows.standardize(flows.default_flow(jax.random.key(1), DIM, whiten=True, flow_layers=0), x)
     params, static = flows.partition(flow)
-    grads = jax.grad(flows.forward_kl)(params, static, x)
+    grads = eqx.filter_jit(jax.grad(flows.forward_kl))(params, static, x)
     whitening = grads.bijection.bijections[-1]
     assert float(jnp.abs(whitening.rotation).max()) == 0.0 == float(jnp.abs(whitening.scale).max())
     # weight decay shrinks every array by a common factor: sample and log_prob must still agree
     decayed = jax.tree.map(lambda a: 0.9 * a, params)
     z = jax.random.normal(jax.random.key(2), (4, DIM))
     q = flows.combine(decayed, static)
-    x2, log_det = q.bijection.transform_and_log_det(z[0])
-    z2, inv_log_det = q.bijection.inverse_and_log_det(x2)
+    x2, log_det = eqx.filter_jit(lambda b, u: b.transform_and_log_det(u))(q.bijection, z[0])
+    z2, inv_log_det = eqx.filter_jit(lambda b, v: b.inverse_and_log_det(v))(q.bijection, x2)
     assert jnp.allclose(z2, z[0], atol=1e-4) and jnp.allclose(log_det, -inv_log_det, atol=1e-4)
 
 
