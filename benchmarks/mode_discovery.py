@@ -9,7 +9,8 @@ Targets (truth known):
   HalfNormal scale) on three separated clusters: 6 labellings of mass 1/6, init_to_uniform.
 
 ``potential_fn`` targets get ``TemperedSMC(reference=Normal(0, 5))``; the model uses the defaults.
-Prints the zone weights (mean over chains, per-chain SE), global acceptance, SMC levels, and
+Prints the zone weights (mean over chains, per-chain SE), global acceptance, the trained flow's
+own importance weights of the zones (20,000 proposals), SMC levels, and
 wall and CPU seconds of the whole ``MCMC.run`` (CPU time is steadier on a shared machine).
 
     python benchmarks/mode_discovery.py 2d            # tempering on (default)
@@ -99,6 +100,11 @@ def main():
         "global acceptance (production)",
         round(float(mcmc.get_extra_fields()["global_accept_prob"].mean()), 3),
     )
+    if args.target != "labels":  # the trained flow's own view of the weights (20k proposals)
+        flow_w, ess = ne.diagnostics.importance_zone_weights(
+            target, kernel.get_flow(mcmc.last_state), target, jax.random.fold_in(key, 2), 20_000
+        )
+        print("flow importance weights", np.round(np.asarray(flow_w), 3), f" ESS {float(ess):.0f}")
     smc = kernel.tempering_result
     if smc is not None:
         print(

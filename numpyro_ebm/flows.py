@@ -32,8 +32,19 @@ from flowjax.flows import coupling_flow
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from numpyro_ebm._keys import as_typed_key
+from numpyro_ebm._whitening import Whitening, principal_axes
 
-__all__ = ["default_flow", "standardize", "restandardize", "partition", "combine", "forward_kl", "fit_flow"]
+__all__ = [
+    "default_flow",
+    "flow_capacity",
+    "Whitening",
+    "standardize",
+    "restandardize",
+    "partition",
+    "combine",
+    "forward_kl",
+    "fit_flow",
+]
 
 
 def _is_frozen(leaf) -> bool:
@@ -51,11 +62,16 @@ def default_flow(
     nn_depth: int = 1,
     knots: int = 8,
     interval: float = 4.0,
+    whiten: bool = False,
 ) -> Transformed:
     """A rational-quadratic-spline coupling flow with an affine standardisation.
 
     ``x = A(S(z))`` with ``z ~ base``, ``S`` the spline couplings (with permutations between
-    them) and ``A`` an elementwise affine map, initially the identity.
+    them) and ``A`` an elementwise affine map, initially the identity. With ``whiten=True``,
+    ``x = W(M(S(z)))`` instead: ``M`` elementwise splines (one per coordinate, no conditioner)
+    and ``W`` a :class:`Whitening` (full covariance, principal axes first), so that mode
+    structure along a few principal directions costs ``dim * (3 knots - 1)`` parameters rather
+    than coupling conditioners that overfit in high dimension (see :func:`flow_capacity`).
 
     Args:
         key: PRNG key for the conditioner networks and permutations.
@@ -71,6 +87,8 @@ def default_flow(
         nn_depth: hidden layers of each conditioner MLP.
         knots: spline knots per coordinate.
         interval: splines act on ``[-interval, interval]`` (identity outside).
+        whiten: end with marginal splines and a full whitening (set by :func:`standardize`)
+            instead of the elementwise affine layer. ``flow_layers=0`` then leaves no couplings.
 
     Returns:
         A flowjax ``Transformed`` distribution; ``flow.base_dist`` is ``rho``.
@@ -83,9 +101,10 @@ def default_flow(
     """
     if not isinstance(dim, int) or dim < 1:
         raise ValueError(f"default_flow needs an integer dim >= 1; got {dim!r}.")
-    if flow_layers < 1 or knots < 2 or interval <= 0:
+    if flow_layers < (0 if whiten else 1) or knots < 2 or interval <= 0:
         raise ValueError(
-            f"need flow_layers >= 1, knots >= 2, interval > 0; got {flow_layers}, {knots}, {interval}."
+            f"need flow_layers >= 1 (>= 0 with whiten=True), knots >= 2, interval > 0; got "
+            f"{flow_layers}, {knots}, {interval}."
         )
     if base is None:
         base = StandardNormal((dim,))
@@ -94,13 +113,46 @@ def default_flow(
             f"base has shape {base.shape}, but the flow has dim {dim}: pass a base of shape ({dim},)."
         )
     base = paramax.non_trainable(base)
+    spline = RationalQuadraticSpline(knots=knots, interval=interval)
+    couple = dict(nn_width=nn_width, nn_depth=nn_depth, identity_init=identity_init)
+    if whiten:
+        eye = jnp.eye(dim)
+        last = [_elementwise_spline(knots, interval, dim), Whitening(jnp.zeros(dim), eye, jnp.ones(dim), eye)]
+        if dim > 1 and flow_layers > 0:
+            last = [*_couplings(key, base, spline, flow_layers, **couple), *last]
+        return Transformed(base, Chain(last))
     if dim == 1:  # nothing to couple: elementwise splines (identity at init either way)
         splines = [_elementwise_spline(knots, interval) for _ in range(flow_layers)]
         return Transformed(base, Chain([*splines, Affine(jnp.zeros(1), jnp.ones(1))]))
+    couplings = _couplings(key, base, spline, flow_layers, **couple)
+    return Transformed(base, Chain([*couplings, Affine(jnp.zeros(dim), jnp.ones(dim))]))
+
+
+def flow_capacity(dim: int) -> dict:
+    """:func:`default_flow` settings by dimension: the rule ``FlowMCKernel``'s default flow follows.
+
+    * ``dim < 8``: the affine standardisation and 4 coupling layers (width 32, 8 knots);
+    * ``8 <= dim <= 32``: ``whiten=True`` (principal axes, marginal splines) and the same 4
+      couplings;
+    * ``dim > 32``: ``whiten=True`` and no couplings. Their conditioners (~25k parameters per
+      layer at ``dim = 64``) overfit even 10,000 exact draws of the four-mode target, and a
+      warmup buffer holds ~1,000 correlated ones; the whitened marginal splines do not.
+
+    Measured in ``docs/benchmarks.md`` (flows in high dimension). Example:
+        >>> flow_capacity(64)
+        {'whiten': True, 'flow_layers': 0}
+    """
+    if dim < 8:
+        return {}
+    return {"whiten": True} if dim <= 32 else {"whiten": True, "flow_layers": 0}
+
+
+def _couplings(key, base, spline, flow_layers, *, nn_width, nn_depth, identity_init) -> list:
+    """The spline coupling stack, preceded by the permutation that makes its identity ``x == z``."""
     couplings = coupling_flow(
         as_typed_key(key),
         base_dist=base,
-        transformer=RationalQuadraticSpline(knots=knots, interval=interval),
+        transformer=spline,
         flow_layers=flow_layers,
         nn_width=nn_width,
         nn_depth=nn_depth,
@@ -111,15 +163,15 @@ def default_flow(
     # With identity couplings the stack is a fixed permutation of the coordinates; undo it once
     # so that "identity at initialisation" means x == z, not x == z[perm].
     neutral = _zero_conditioner_outputs(couplings.bijection)
+    dim = base.shape[0]
     order = neutral.transform(jnp.arange(dim, dtype=jnp.float32)).astype(jnp.int32)
     undo = paramax.non_trainable(Permute(jnp.argsort(order)))
-    bijection = Chain([Invert(undo), couplings, Affine(jnp.zeros(dim), jnp.ones(dim))])
-    return Transformed(base, bijection)
+    return [Invert(undo), couplings]
 
 
-def _elementwise_spline(knots: int, interval: float) -> Vmap:
-    """A spline of shape ``(1,)``; flowjax initialises it to the identity."""
-    spline = eqx.filter_vmap(lambda: RationalQuadraticSpline(knots=knots, interval=interval), axis_size=1)()
+def _elementwise_spline(knots: int, interval: float, dim: int = 1) -> Vmap:
+    """Independent splines on each of ``dim`` coordinates; flowjax initialises them to the identity."""
+    spline = eqx.filter_vmap(lambda: RationalQuadraticSpline(knots=knots, interval=interval), axis_size=dim)()
     return Vmap(spline, in_axes=eqx.if_array(0))
 
 
@@ -134,13 +186,17 @@ def _affine_path(flow: Transformed):
 
 
 def has_standardization(flow) -> bool:
-    """Whether ``flow`` ends with :func:`default_flow`'s affine standardisation."""
+    """Whether ``flow`` ends with :func:`default_flow`'s affine standardisation or whitening."""
     bijection = getattr(flow, "bijection", None)
-    return isinstance(bijection, Chain) and isinstance(bijection.bijections[-1], Affine)
+    return isinstance(bijection, Chain) and isinstance(bijection.bijections[-1], Affine | Whitening)
 
 
 def standardize(flow: Transformed, samples: Float[Array, "n dim"]) -> Transformed:
     """Set the flow's affine standardisation to the mean and standard deviation of ``samples``.
+
+    A flow built with ``whiten=True`` gets the samples' mean and principal axes instead,
+    ``x = mean + U diag(sqrt(lambda)) u`` (covariance shrunk toward its diagonal by
+    ``dim / (n + dim)``, so that few samples still give an invertible map).
 
     Args:
         flow: a flow built by :func:`default_flow`.
@@ -158,6 +214,8 @@ def standardize(flow: Transformed, samples: Float[Array, "n dim"]) -> Transforme
     """
     if not has_standardization(flow):
         raise TypeError("standardize needs a flow built by numpyro_ebm.flows.default_flow.")
+    if isinstance(_affine_path(flow), Whitening):
+        return eqx.tree_at(_affine_path, flow, Whitening(*principal_axes(samples)))
     mean = jnp.mean(samples, axis=0)
     std = jnp.std(samples, axis=0)
     std = jnp.where(jnp.isfinite(std) & (std > 1e-6), std, 1.0)

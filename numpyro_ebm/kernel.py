@@ -65,8 +65,9 @@ class FlowMCKernel(MCMCKernel):
         potential_fn: alternatively, ``-log pi`` of one (unconstrained) point; then pass
             ``init_params`` with a leading chain axis to ``MCMC.run``.
         flow: a flowjax distribution over the flattened unconstrained space, e.g. a pre-trained
-            one. Default: :func:`~numpyro_ebm.flows.default_flow`, identity-initialised and
-            standardised to the initial chains.
+            one. Default: :func:`~numpyro_ebm.flows.default_flow` shaped by
+            :func:`~numpyro_ebm.flows.flow_capacity` (whitened from 8 dimensions on),
+            identity-initialised and standardised to the initial chains (or SMC particles).
         settings: the transition (:class:`~numpyro_ebm.flowmc.FlowMCSettings`: step size,
             local steps, global move, particles, acceptance target, adaptation), shared with
             ``negatives.FlowMC``. Default: the library's defaults with ``global_move="imh"``

@@ -32,8 +32,9 @@ __all__ = ["initial_flow", "start", "init_warmup", "warmup_update"]
 
 
 def initial_flow(user_flow, key, flat: Float[Array, "chains dim"]):
-    """The user's flow (its shape checked against ``dim``), or the default flow,
-    identity-initialised and standardised to the initial chains ``flat``."""
+    """The user's flow (its shape checked against ``dim``), or the default flow (shaped by
+    :func:`~numpyro_ebm.flows.flow_capacity`), identity-initialised and standardised to the
+    initial chains ``flat``."""
     dim = flat.shape[1]
     if user_flow is not None:
         if user_flow.shape != (dim,):
@@ -42,7 +43,8 @@ def initial_flow(user_flow, key, flat: Float[Array, "chains dim"]):
                 f"unconstrained space has dim {dim}; build the flow with dim={dim}."
             )
         return user_flow
-    return flows.standardize(flows.default_flow(key, dim, identity_init=True), flat)
+    flow = flows.default_flow(key, dim, identity_init=True, **flows.flow_capacity(dim))
+    return flows.standardize(flow, flat)
 
 
 def start(kernel, key, flat: Float[Array, "chains dim"], logdensity_fn: Callable, model_args, model_kwargs):
@@ -51,8 +53,10 @@ def start(kernel, key, flat: Float[Array, "chains dim"], logdensity_fn: Callable
     The flow is :func:`initial_flow` (``None`` parts with ``global_move=None``). With tempering
     on, mode discovery (:func:`~numpyro_ebm.tempering.discover_modes`) runs first, then (if the
     flow is fitted) the warm levels fit a fresh default flow (or the user's) to its particles,
-    and the chains start from them, ``flat`` ``(chains, dim)``. ``tempering_result`` is ``None``
-    without tempering.
+    and the chains start from them, ``flat`` ``(chains, dim)``. Without warm levels a default
+    flow is standardised afresh to all the particles (the SMC's flow, refitted at every level to
+    resampled, duplicated particles, overfits in high dimension). ``tempering_result`` is
+    ``None`` without tempering.
     """
     params, static, flow = None, None, None
     if kernel.settings.global_move is not None:
@@ -84,7 +88,8 @@ def start(kernel, key, flat: Float[Array, "chains dim"], logdensity_fn: Callable
     if warm:
         params = result.flow_params
     elif fresh is not None:
-        params = flows.restandardize(params, static, flat)
+        # all particles, not only the chains' share: whitening needs n >> dim points
+        params = flows.restandardize(params, static, result.position)
     return flat, params, static, result
 
 
