@@ -163,7 +163,7 @@ def _fail_if_compiled(*args, **kwargs):
     "data, overrides, error, match",
     [
         (np.full((64, 2), np.nan), {}, ValueError, "NaN or inf"),
-        (np.r_[np.zeros((63, 2)), [[np.inf, 0.0]]], {}, ValueError, "index 63"),
+        (np.r_[np.zeros((63, 2)), [[np.inf, 0.0]]], {}, ValueError, "row 63"),
         (np.zeros((64, 3)), {}, ValueError, "dimension 3"),
         (np.zeros((4, 2)), {}, ValueError, "fewer than batch_size"),
         (np.zeros(64), {}, ValueError, r"shape \(n, dim\)"),

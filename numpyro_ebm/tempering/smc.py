@@ -309,7 +309,8 @@ def discover_modes(
         optimizer: optax transformation for the flow.
         flow_batch_size: minibatch size of the flow fit.
         fit_flow: fit the flow at every level.
-        warm_levels, warm_params: as in :func:`tempered_smc` (the kernel's flow warmup).
+        warm_levels: as in :func:`tempered_smc` (the kernel's flow warmup).
+        warm_params: as in :func:`tempered_smc`.
 
     Returns:
         :class:`SMCResult`, or ``None`` for a ``potential_fn`` target without a reference.
