@@ -1,14 +1,15 @@
 """Shared checks of user input: each raises a ``ValueError`` that names the value and the fix.
 
 Used wherever a public function takes a count or data, so the rules (``True`` is not a count, a
-NumPy integer is) and the messages are written once.
+NumPy integer is) and the messages are written once. NumPy is imported only where an array is
+checked: :mod:`numpyro_ebm.settings` uses :func:`is_count`, and ``numpyro-ebm --help`` imports no
+NumPy.
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
-
-import numpy as np
 
 __all__ = ["is_count", "positive_int", "check_finite_rows"]
 
@@ -17,16 +18,19 @@ def is_count(value: Any, minimum: int = 1) -> bool:
     """Whether ``value`` is an integer ``>= minimum``: a NumPy integer is, a ``bool`` is not.
 
     Example:
+        >>> import numpy as np
         >>> is_count(np.int64(2), 2), is_count(True), is_count(2.0)
         (True, False, False)
     """
-    return not isinstance(value, bool) and isinstance(value, int | np.integer) and bool(value >= minimum)
+    # NumPy's integer types register as numbers.Integral, so no NumPy import is needed here.
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and bool(value >= minimum)
 
 
 def positive_int(value: Any, name: str) -> int:
     """``value`` as an ``int`` if it is an integer >= 1 (a ``bool`` is not), else ``ValueError``.
 
     Example:
+        >>> import numpy as np
         >>> positive_int(np.int64(3), "n")
         3
         >>> positive_int(0, "n")
@@ -45,11 +49,14 @@ def check_finite_rows(x: Any, name: str, fix: str, *, error: type[Exception] = V
     The message counts the bad rows and names the first, then says ``fix``.
 
     Example:
+        >>> import numpy as np
         >>> check_finite_rows(np.array([[0.0, 1.0], [np.nan, 2.0]]), "data", "drop them.")
         Traceback (most recent call last):
         ...
         ValueError: data holds 1 row(s) with NaN or inf, the first at row 1; drop them.
     """
+    import numpy as np
+
     x = np.asarray(x)
     bad = ~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1) if x.ndim else ~np.isfinite(x[None])
     if bad.any():

@@ -14,6 +14,8 @@ import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from numpyro_ebm._validate import is_count
+
 if TYPE_CHECKING:  # annotations only: importing these would import JAX
     from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -24,10 +26,6 @@ __all__ = ["FlowMCSettings", "GLOBAL_MOVES", "GlobalMove"]
 
 GlobalMove = Literal["imh", "isir"] | None
 GLOBAL_MOVES = ("imh", "isir", None)
-
-
-def _is_count(value, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def _smallest(value) -> float | None:
@@ -88,9 +86,9 @@ class FlowMCSettings:
     def __post_init__(self):
         if self.global_move not in GLOBAL_MOVES:
             raise ValueError(f"global_move must be one of {GLOBAL_MOVES}; got {self.global_move!r}.")
-        if not _is_count(self.n_local_steps, 0):
+        if not is_count(self.n_local_steps, 0):
             raise ValueError(f"n_local_steps must be an integer >= 0; got {self.n_local_steps!r}.")
-        if self.global_move == "isir" and not _is_count(self.n_particles, 2):
+        if self.global_move == "isir" and not is_count(self.n_particles, 2):
             raise ValueError(
                 f"n_particles must be an integer >= 2 for global_move='isir' (the current state "
                 f"counts as one particle); got {self.n_particles!r}."
@@ -98,7 +96,7 @@ class FlowMCSettings:
         if self.global_move is None and self.n_local_steps == 0:
             raise ValueError("with global_move=None, n_local_steps must be >= 1, or nothing moves.")
         batch = self.particle_batch_size
-        if batch is not None and not _is_count(batch, 1):
+        if batch is not None and not is_count(batch, 1):
             raise ValueError(f"particle_batch_size must be None or an integer >= 1; got {batch!r}.")
         target = self.target_accept_prob
         if not (isinstance(target, numbers.Real) and 0.0 < target < 1.0):
