@@ -40,7 +40,8 @@ class FlowMCInfo(NamedTuple):
         local_accept_prob: MALA acceptance probability averaged over the local steps,
             shape ``(chains,)``.
         global_accept_prob: acceptance probability of the global move (``P(index != 0)`` for
-            i-SIR), shape ``(chains,)``; zeros when there is no global move.
+            i-SIR), shape ``(chains,)``; NaN when there is no global move (as in
+            ``negatives``' history).
         trajectory: the positions after the global move and after each local step, shape
             ``(1 + n_local_steps, chains, dim)``, when ``keep_trajectory=True``; else ``None``.
     """
@@ -121,8 +122,8 @@ def flowmc_step(
             key_global, chains, logdensity_fn, flow, n_particles, batch_size=particle_batch_size
         )
         global_accept = global_info.accept_prob
-    else:
-        global_accept = jnp.zeros(chains.position.shape[:1], dtype)
+    else:  # no global move: NaN, as everywhere in the package (0 would read as "always rejected")
+        global_accept = jnp.full(chains.position.shape[:1], jnp.nan, dtype)
     after_global = chains.position
 
     def local(chains, step_key):

@@ -203,8 +203,10 @@ class FlowMCKernel(MCMCKernel):
 
     def get_diagnostics_str(self, state: FlowMCState) -> str:
         local = float(jnp.mean(state.local_accept_prob))
-        glob = float(jnp.mean(state.global_accept_prob))
-        return f"local acc {local:.2f}, global acc {glob:.2f}, step {float(state.step_size):.2e}"
+        glob = "no global move"
+        if self.settings.global_move is not None:
+            glob = f"global acc {float(jnp.mean(state.global_accept_prob)):.2f}"
+        return f"local acc {local:.2f}, {glob}, step {float(state.step_size):.2e}"
 
     def postprocess_fn(self, args, kwargs):
         if self._target is None or self._target.postprocess_gen is None:
@@ -244,7 +246,7 @@ class FlowMCKernel(MCMCKernel):
             potential_energy=-chains.logdensity,
             z_grad=unravel_fn(-chains.logdensity_grad),
             local_accept_prob=jnp.zeros(num_chains, dtype),
-            global_accept_prob=jnp.zeros(num_chains, dtype),
+            global_accept_prob=jnp.full(num_chains, 0.0 if self.settings.global_move else jnp.nan, dtype),
             step_size=step_size,
             adapt_state=adaptation.dual_averaging_init(step_size, dtype),
             flow_params=params,

@@ -21,7 +21,8 @@ class FlowMCState(NamedTuple):
         z_grad: gradient of the potential energy ``-log pi`` at ``z`` (NumPyro's convention, as
             in ``HMCState.z_grad``), a pytree shaped like ``z``.
         local_accept_prob: mean MALA acceptance of the last iteration, ``(chains,)``.
-        global_accept_prob: acceptance of the last global move, ``(chains,)``.
+        global_accept_prob: acceptance of the last global move, ``(chains,)``; NaN with
+            ``global_move=None``.
         step_size: MALA step size (scalar); frozen after warmup.
         adapt_state: dual-averaging state for ``log step_size``
             (:class:`~numpyro_ebm.adaptation.DualAveragingState`).

@@ -341,6 +341,8 @@ def test_without_global_move_no_flow_is_built_or_carried():
     state = mcmc.last_state
     assert state.flow_params is None and state.flow_opt_state is None and state.buffer is None
     assert kernel.get_flow(state) is None
+    assert np.isnan(state.global_accept_prob).all()  # "no global move", as in negatives' history
+    assert "no global move" in kernel.get_diagnostics_str(state)
     frozen = ne.FlowMCKernel(potential_fn=lambda x: 0.5 * jnp.sum(x**2), train_flow=False)
     state = frozen.init(jax.random.split(jax.random.key(0), 4), 2, jnp.ones((4, 3)))
     assert state.flow_params is not None and state.flow_opt_state is None and state.buffer is None
