@@ -126,6 +126,7 @@ def test_resume_equals_uninterrupted_and_same_key_same_result(tmp_path):
         chunk_size=2,
         metrics=metrics,
         average_last=0.0,  # the averaged tail depends on num_steps, which grows on resume here
+        ema=0.5,  # the moving average is part of the state a checkpoint must carry
         progress=False,
     )
     full = train(ebm, data, num_steps=6, **kwargs)
@@ -137,11 +138,12 @@ def test_resume_equals_uninterrupted_and_same_key_same_result(tmp_path):
     )
 
     assert first.step == 4 and resumed.step == 6
+
+    def state(r):
+        return (r.ebm, r.ebm_last, r.flow, r.bank, r.opt_state, r.flow_opt_state, r.step_size)
+
     for other in (again, resumed):
-        _assert_trees_equal(
-            (full.ebm, full.flow, full.bank, full.opt_state, full.flow_opt_state, full.step_size),
-            (other.ebm, other.flow, other.bank, other.opt_state, other.flow_opt_state, other.step_size),
-        )
+        _assert_trees_equal(state(full), state(other))
         assert other.history.keys() == full.history.keys()
         for name in full.history:
             np.testing.assert_array_equal(other.history[name], full.history[name])
@@ -171,6 +173,7 @@ def _fail_if_compiled(*args, **kwargs):
         (np.zeros((64, 2)), {"bank_size": 4}, ValueError, "bank_size"),
         (np.zeros((64, 2)), {"num_steps": 0}, ValueError, "num_steps"),
         (np.zeros((64, 2)), {"energy_l2": -1.0}, ValueError, "energy_l2"),
+        (np.zeros((64, 2)), {"ema": 1.0}, ValueError, r"ema must be a number in \[0, 1\)"),
         (np.zeros((64, 2)), {"resume": True}, ValueError, "checkpoint_dir"),
         (np.zeros((64, 2)), {"negatives": "flowmc"}, TypeError, "negatives"),
         (np.zeros((64, 2)), {"metrics": {"loss": jnp.mean}}, ValueError, "metrics"),
@@ -232,6 +235,10 @@ def test_resume_refuses_other_settings_and_names_them(tmp_path):
         ValueError, match=r"num_steps: checkpoint 2, now 4; sampler\.n_particles: checkpoint 8, now 6"
     ):
         train(ebm, data, negatives=other, num_steps=4, checkpoint_dir=tmp_path, resume=True, **kwargs)
+    with pytest.raises(ValueError, match=r"ema: checkpoint 0\.0, now 0\.9"):
+        train(
+            ebm, data, negatives=sampler, num_steps=2, checkpoint_dir=tmp_path, resume=True, ema=0.9, **kwargs
+        )
     with pytest.raises(ValueError, match=r"data: checkpoint"):
         train(ebm, data + 1.0, negatives=sampler, num_steps=2, checkpoint_dir=tmp_path, resume=True, **kwargs)
 

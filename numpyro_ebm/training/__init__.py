@@ -12,10 +12,10 @@ One training step is Grenioux et al. 2023, Algorithm 1, with the sampler swappab
 4. for samplers that train a flow on their negatives (flowMC, CoopFlow), an optax step of the
    flow on ``-mean log q(x-)``; both updates use the step-``k`` parameters.
 
-The returned EBM is the mean of the iterates over the last ``average_last`` of the steps
-(Polyak-Ruppert averaging), and both models follow :func:`default_schedule` unless given
-optimisers: together they remove the mini-batch noise of the mode weights
-(docs/guide-training.md, "Why the weights were off").
+The returned EBM is, if asked, the mean of the iterates over the last ``average_last`` of the
+steps (Polyak-Ruppert averaging) or their moving average (``ema``), and both models follow
+:func:`default_schedule` unless given optimisers: they remove the mini-batch noise of the mode
+weights (docs/guide-training.md, "Why the weights were off").
 
 Step ``k`` draws all its randomness from ``fold_in(key, k)``, so a run resumed from a checkpoint
 repeats an uninterrupted one bit for bit. The hot loop is one jitted ``lax.scan`` over a chunk of
@@ -24,7 +24,8 @@ divergence checks, checkpoints).
 
 Modules: ``step`` (the compiled step, :func:`contrastive_loss`), ``checks`` (argument checks and
 the settings a checkpoint remembers), ``monitor`` (flow ESS, zone weights, :func:`plot_history`),
-``api`` (:func:`train`).
+``averaging`` (the averaged parameters), ``schedule`` (:func:`default_schedule`), ``api``
+(:func:`train`).
 
 Scaling out (``shard=``): the bank, each step's chains and negatives and its data batch are
 split over a 1-D device mesh on the chain axis (:mod:`numpyro_ebm.sharding`); parameters,

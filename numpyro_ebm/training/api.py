@@ -25,8 +25,9 @@ from numpyro_ebm import checkpoints, sharding
 from numpyro_ebm.energy import EnergyModel
 from numpyro_ebm.flows import combine, partition
 from numpyro_ebm.negatives import AbstractNegatives
-from numpyro_ebm.training import checks, monitor
+from numpyro_ebm.training import averaging, checks, monitor
 from numpyro_ebm.training.guards import TrainingDivergedError, _raise_if_diverged, _resume
+from numpyro_ebm.training.schedule import default_schedule
 from numpyro_ebm.training.step import _Carry, _initial_bank, _place_carry, _put_replicated, _Spec
 
 __all__ = ["train", "TrainResult", "TrainingDivergedError", "HISTORY_FIELDS", "default_schedule"]
@@ -46,29 +47,12 @@ HISTORY_FIELDS = (
 )
 
 
-def default_schedule(num_steps: int, peak: float = 1e-3) -> optax.Schedule:
-    """The default learning rate of both models: a linear warmup from 0 over 5 % of the steps
-    (at most 500), then a cosine decay to ``peak / 100`` at ``num_steps``.
-
-    The decay is what makes the final mode weights right: at a constant rate the EBM's weights
-    move by several hundredths from chunk to chunk (mini-batch noise), see
-    docs/guide-training.md, "Why the weights were off".
-
-    Example:
-        >>> rate = default_schedule(1000)
-        >>> float(rate(0)), round(float(rate(50)), 6), round(float(rate(1000)), 6)
-        (0.0, 0.001, 1e-05)
-    """
-    warmup = max(1, min(num_steps // 20, 500))
-    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(num_steps, warmup + 1), peak / 100)
-
-
 class TrainResult(NamedTuple):
     """What :func:`train` returns.
 
     Attributes:
-        ebm: the trained ``EnergyModel``: the mean of the iterates over the last
-            ``average_last`` of the steps (the last iterate if ``average_last=0``).
+        ebm: the trained ``EnergyModel``: the averaged parameters (``ema``, ``average_last``),
+            else the last iterate.
         flow: the trained flow (the sampler's, or the EBM's tilt for NT-EBM), else ``None``.
         history: per chunk, arrays keyed by ``HISTORY_FIELDS``, the zone weights
             (``model_zone_weights``, ``bank_zone_weights``, ``(chunks, n_zones)``) when zones are
@@ -106,6 +90,7 @@ def train(
     chunk_size: int = 100,
     energy_l2: float = 0.0,
     average_last: float = 0.0,
+    ema: float = 0.0,
     zones: Any = None,
     monitor_samples: int = 2048,
     max_chain_distance: float | None = 100.0,
@@ -139,6 +124,8 @@ def train(
         average_last: return the mean of the EBM parameters over this last fraction of the steps
             (Polyak-Ruppert tail averaging; it removes the mini-batch noise of the mode weights);
             ``0`` returns the last iterate. ``result.ebm_last`` is always the last iterate.
+        ema: return the exponential moving average of the EBM parameters with this decay
+            (``0.995``: over about the last 200 steps; :mod:`.averaging`); ``0``: none.
         zones: a :class:`~numpyro_ebm.datasets.Target` or a zone function with ``n_zones``: the
             monitor records each zone's weight in the bank and under the model (flow
             importance weights) and warns if they disagree at the end (see
@@ -149,7 +136,7 @@ def train(
             from the data's mean than this many data radii (the largest distance of a data
             point from it): the finite runaway of an untilted EBM. ``None``: no check.
         metrics: ``{name: fn(ebm, flow, bank) -> scalar}``, evaluated on the host after each
-            chunk (on the current iterate) and recorded in the history.
+            chunk (on the EBM ``train`` would return then) and recorded in the history.
         checkpoint_dir: write checkpoints here (``None``: no checkpoints).
         checkpoint_every: checkpoint at the first chunk boundary after every multiple of this
             many steps, and at the end.
@@ -212,6 +199,7 @@ def train(
     if not (isinstance(energy_l2, int | float) and math.isfinite(energy_l2) and energy_l2 >= 0):
         raise ValueError(f"energy_l2 must be a finite number >= 0; got {energy_l2!r}.")
     average_last = checks._check_fraction("average_last", average_last)
+    ema = checks._check_fraction("ema", ema)
     if max_chain_distance is not None and not (
         isinstance(max_chain_distance, int | float) and max_chain_distance > 0
     ):
@@ -267,6 +255,7 @@ def train(
         "data": checks.data_fingerprint(data),
         "energy_l2": float(energy_l2),
         "average_last": average_last,
+        "ema": ema,
         "optimizer": "default" if default_opt[0] else "user",
         "flow_optimizer": "user" if not default_opt[1] and trains_own_flow else "default",
     }
@@ -304,7 +293,7 @@ def train(
         carry, history = _resume(checkpoint, carry, history, key_data, config)
     carry = _place_carry(carry, mesh, sharding.shard_leading_axis, _put_replicated)
     data = _put_replicated(data, mesh)
-    average_start = int(round(num_steps * (1 - average_last))) if average_last > 0 else num_steps
+    average_start = averaging.average_start(num_steps, average_last, ema)
     spec = _Spec(
         ebm_static,
         flow_static,
@@ -315,6 +304,7 @@ def train(
         n_chains,
         energy_l2,
         average_start,
+        ema,
         mesh,
         jnp.asarray(centre, dtype),
     )
@@ -330,7 +320,9 @@ def train(
             stats = jax.tree.map(np.asarray, stats)
             _raise_if_diverged(stats, step, num_steps, checkpoint, trains_flow, max_chain_distance, radius)
             carry, step = new_carry, step + length
-            ebm_now, flow_now = _models(carry.ebm_params, carry, ebm_static, flow_static, negatives)
+            averaged = averaging.is_averaged(step, average_start, average_last, ema)
+            now = carry.ebm_average if averaged else carry.ebm_params
+            ebm_now, flow_now = _models(now, carry, ebm_static, flow_static, negatives)
             # The monitor runs on the unwrapped models, as the compiled step does.
             ebm_plain = combine(carry.ebm_params, ebm_static)
             flow_plain = None if flow_static is None else combine(carry.flow_params, flow_static)
@@ -366,7 +358,7 @@ def train(
 
     if zone_fn is not None and monitor_samples:
         monitor.warn_if_disagree(history, bank_size, monitor_samples)
-    averaged = average_last > 0 and step > average_start
+    averaged = averaging.is_averaged(step, average_start, average_last, ema)
     ebm_out, flow_out = _models(
         carry.ebm_average if averaged else carry.ebm_params, carry, ebm_static, flow_static, negatives
     )

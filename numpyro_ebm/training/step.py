@@ -21,6 +21,7 @@ from numpyro_ebm import sharding
 from numpyro_ebm.energy import EnergyModel
 from numpyro_ebm.flows import combine, forward_kl
 from numpyro_ebm.negatives import AbstractNegatives
+from numpyro_ebm.training import averaging
 
 __all__ = ["contrastive_loss"]
 
@@ -35,7 +36,7 @@ class _Carry(NamedTuple):
     flow_opt_state: PyTree
     bank: Array
     step_size: Array
-    ebm_average: PyTree  # running mean of ebm_params over the averaged tail (Polyak-Ruppert)
+    ebm_average: PyTree  # tail mean or moving average of ebm_params (training/averaging.py)
 
 
 class _StepStats(NamedTuple):
@@ -62,6 +63,7 @@ class _Spec(eqx.Module):
     n_chains: int
     energy_l2: float
     average_start: int  # steps after which the EBM parameters are averaged
+    ema: float  # decay of their moving average (0: none)
     mesh: Mesh | None  # the chain mesh (None: one device)
     data_centre: Array
 
@@ -106,11 +108,8 @@ def _train_step(
         )
         flow_params = eqx.apply_updates(carry.flow_params, flow_updates)
 
-    # Tail averaging: the mean of the parameters after steps average_start+1 .. k. Before the
-    # tail it just follows the iterate (weight 1), so the mean starts at the first tail iterate.
-    n_averaged = jnp.maximum(carry.step + 1 - spec.average_start, 1).astype(dtype)
-    ebm_average = jax.tree.map(
-        lambda avg, new: avg + (new - avg) / n_averaged.astype(new.dtype), carry.ebm_average, ebm_params
+    ebm_average = averaging.update(
+        carry.ebm_average, ebm_params, carry.step, average_start=spec.average_start, ema=spec.ema
     )
     new = _place_carry(
         _Carry(
