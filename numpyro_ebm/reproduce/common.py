@@ -139,8 +139,9 @@ def train_method(
     data's scale. Baselines with a flow (NT-EBM, CoopFlow) start from a flow pre-trained on the
     data; flowMC-EBM's starts at the identity, balanced with its EBM.
 
-    A training whose loss turns non-finite (a baseline's EBM diverging) is not an error: the
-    models of the last finite checkpoint are returned, with ``stopped`` naming the step.
+    A training that diverges (a baseline's loss turns non-finite or its chains run away) is not
+    an error: the models of the last good checkpoint (within the first chunk: of the step before)
+    are returned, with ``stopped`` naming the step.
 
     Returns:
         ``{"result", "sampler", "train_seconds", "work", "stopped"}``.
@@ -182,6 +183,7 @@ def _train_recovering(ebm, data, sampler, method: Method, key, progress, metrics
         bank_size=s.bank_size,
         chunk_size=s.chunk_size,
         energy_l2=s.energy_l2,
+        ema=s.ema,
         metrics=metrics,
     )
     # A checkpoint per chunk, so that a baseline whose loss turns NaN still shows how it got there.
@@ -198,13 +200,17 @@ def _train_recovering(ebm, data, sampler, method: Method, key, progress, metrics
             )
             return result, None
         except TrainingDivergedError as err:
-            if err.checkpoint is None:
+            if err.checkpoint is None and err.step <= 1:
                 raise
             print(f"numpyro-ebm reproduce: {method.name}: {err}", file=sys.stderr)
-            done = int(checkpoints.read_manifest(err.checkpoint)["step"])
-            result = train(
-                ebm, data, num_steps=done, checkpoint_dir=directory, resume=True, progress=False, **kwargs
-            )
+            if err.checkpoint is None:  # within the first chunk: the same steps (same key and
+                # rates, which follow the schedule, not num_steps) up to the one before
+                result = train(ebm, data, num_steps=err.step - 1, progress=False, **kwargs)
+            else:
+                done = int(checkpoints.read_manifest(err.checkpoint)["step"])
+                result = train(
+                    ebm, data, num_steps=done, checkpoint_dir=directory, resume=True, progress=False, **kwargs
+                )
             return result, {"step": err.step, "reason": str(err)}
 
 

@@ -214,7 +214,8 @@ def report(metrics: dict[str, Any], out_dir) -> str:
             )
         if s["training_stopped"] is not None:
             lines.append(
-                f"  {name}: training stopped at step {s['training_stopped']['step']} (non-finite loss)"
+                f"  {name}: training stopped at step {s['training_stopped']['step']} (it diverged; "
+                "shown: the model of the last good step)"
             )
     lines.append(
         f"wrote {', '.join(metrics['figures'])} and metrics.json to {out_dir} "
