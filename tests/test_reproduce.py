@@ -205,3 +205,26 @@ def test_table3_quick_same_seed_same_numbers_in_two_processes(tmp_path):
     first, second = (json.loads((tmp_path / str(i) / "metrics.json").read_text()) for i in range(2))
     assert _numbers(first) == _numbers(second)
     _check_table3(first, tmp_path / "0")  # table3's quick-preset test: these runs serve it too
+
+
+def test_a_baseline_diverging_in_its_first_chunk_is_recovered(monkeypatch, capsys):
+    """A run that diverges before its first checkpoint (ULA-EBM in the demo ran away at step 98
+    of a 100-step chunk) is replayed up to the step before, not raised: train is faked here."""
+    from numpyro_ebm.reproduce import common
+    from numpyro_ebm.reproduce.presets import config
+    from numpyro_ebm.training import TrainingDivergedError
+
+    calls = []
+
+    def fake_train(ebm, data, *, num_steps, checkpoint_dir=None, **kwargs):
+        calls.append((num_steps, checkpoint_dir))
+        if len(calls) == 1:
+            raise TrainingDivergedError("a chain ran away at training step 7", step=7, checkpoint=None)
+        return "model of step 6"
+
+    monkeypatch.setattr(common, "train", fake_train)
+    method = config("figure1", "quick")[1]
+    result, stopped = common._train_recovering(None, None, None, method, None, False, None)
+    assert result == "model of step 6" and stopped["step"] == 7
+    assert calls[1] == (6, None)  # the same steps, no checkpoint to resume
+    assert "ran away" in capsys.readouterr().err
