@@ -6,7 +6,7 @@ weights were off"):
 
     python benchmarks/ema_weights.py figure1 --ema 0.995 --seed 0   # the demo's flowMC-EBM, ~70 CPU s
     python benchmarks/ema_weights.py 2d --ema 0.99 --seed 0         # train() defaults, 1500 steps, ~65 CPU s
-    python benchmarks/ema_weights.py d16 --ema 0.99 --seed 0        # train() defaults, 3000 steps, ~250 CPU s
+    python benchmarks/ema_weights.py d16 --ema 0.99 --seed 0        # train() defaults, 3000 steps, ~290 CPU s
 
 ``figure1`` traces the weight (grid integration) of the model ``train`` would return after every
 chunk, so ``--ema 0`` gives the last iterate's last-quarter range; ``2d`` traces it too. ``d16``
