@@ -15,6 +15,7 @@ wall and CPU seconds of the whole ``MCMC.run`` (CPU time is steadier on a shared
 
     python benchmarks/mode_discovery.py 2d            # tempering on (default)
     python benchmarks/mode_discovery.py 2d --off      # tempering=None: the previous behaviour
+    python benchmarks/mode_discovery.py d64 --warm-buffer-levels 1   # warm fits to the current particles only
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warm-buffer-levels", type=int, help="TemperedSMC.warm_buffer_levels")
     args = parser.parse_args()
+    buffer = {} if args.warm_buffer_levels is None else {"warm_buffer_levels": args.warm_buffer_levels}
     key = jax.random.key(args.seed)
     if args.target == "labels":
         kernel = ne.FlowMCKernel(
@@ -62,7 +65,7 @@ def main():
     else:
         target = _target(args.target)
         reference = dist.Normal(0.0, 5.0).expand([target.dim])
-        tempering = None if args.off else ne.tempering.TemperedSMC(reference=reference)
+        tempering = None if args.off else ne.tempering.TemperedSMC(reference=reference, **buffer)
         kernel = ne.FlowMCKernel(
             potential_fn=lambda x: -target.log_prob(x),
             global_move=args.global_move,

@@ -215,7 +215,9 @@ def standardize(flow: Transformed, samples: Float[Array, "n dim"]) -> Transforme
     if not has_standardization(flow):
         raise TypeError("standardize needs a flow built by numpyro_ebm.flows.default_flow.")
     if isinstance(_affine_path(flow), Whitening):
-        return eqx.tree_at(_affine_path, flow, Whitening(*principal_axes(samples)))
+        old = _affine_path(flow)  # refreshed, its coordinates keep their directions
+        new = Whitening(*principal_axes(samples, previous=(old.rotation, old.unmixing)))
+        return eqx.tree_at(_affine_path, flow, new)
     mean = jnp.mean(samples, axis=0)
     std = jnp.std(samples, axis=0)
     std = jnp.where(jnp.isfinite(std) & (std > 1e-6), std, 1.0)

@@ -16,6 +16,11 @@ from numpyro_ebm.flowmc import KERNEL_SETTINGS, FlowMCSettings
 from numpyro_ebm.moves import LogDensityFn, init_chains
 from numpyro_ebm.tempering.reference import initial_particles
 
+# Warm levels stop after this many without a gain of 0.01 in global acceptance over the best so
+# far; each level's estimate is noisy and the fit gains ~0.01 a level for a while (d = 64: with
+# 2 the fit stopped at 0.47, with 5 it went on to ~0.6; a warm level costs ~0.05 CPU s there).
+WARM_PATIENCE = 5
+
 __all__ = ["TemperedSMC", "SMCResult", "tempered_smc", "systematic_resample", "discover_modes"]
 
 
@@ -39,6 +44,11 @@ class TemperedSMC:
         n_mcmc_steps: flowMC transitions per level (each: a global move, then the kernel's
             ``n_local_steps`` MALA steps).
         flow_steps: optax steps of the flow per level, on the resampled particles.
+        warm_buffer_levels: at the warm levels (``beta = 1``, see :func:`tempered_smc`) the flow
+            is fitted to the particles of the last this many levels, not only the current ones:
+            at d = 64 a fit to the 2,048 current particles (whose copies from the last
+            resampling are still close) proposes with acceptance 0.25, to the last 8 levels'
+            0.5 (docs/benchmarks.md).
         max_levels: stop (and warn through ``SMCResult.num_levels``) after this many levels.
 
     Example:
@@ -53,11 +63,12 @@ class TemperedSMC:
     n_mcmc_steps: int = 4
     flow_steps: int = 50
     max_levels: int = 200
+    warm_buffer_levels: int = 8
 
     def __post_init__(self):
         if not 0.0 < self.ess_fraction < 1.0:
             raise ValueError(f"ess_fraction must lie in (0, 1); got {self.ess_fraction!r}.")
-        for name in ("n_mcmc_steps", "flow_steps", "max_levels"):
+        for name in ("n_mcmc_steps", "flow_steps", "max_levels", "warm_buffer_levels"):
             positive_int(getattr(self, name), name)
         if self.num_particles is not None and (
             not isinstance(self.num_particles, int) or self.num_particles < 2
@@ -165,10 +176,12 @@ def tempered_smc(
         fit_flow: fit the flow at every level; ``False`` keeps it as given (a frozen flow).
         settings: :class:`TemperedSMC` (ESS fraction, moves and flow steps per level, guard).
         warm_levels: after ``beta`` reaches 1, at most this many more levels at ``beta = 1``
-            (equal weights, so no resampling): the flow is fitted to the particles, which then
-            move under it. This is ``FlowMCKernel``'s flow warmup, outside its sampling loop.
-            They stop early once the mean global acceptance has not improved by 0.01 for two
-            levels (a flow that stopped improving is not worth more fitting).
+            (equal weights, so no resampling): the flow is fitted to the particles of the last
+            ``settings.warm_buffer_levels`` levels at ``beta = 1``, and the particles then move
+            under it. This is ``FlowMCKernel``'s flow warmup, outside its sampling loop.
+            They stop early once the mean global acceptance has not improved by 0.01 for
+            ``WARM_PATIENCE`` (5) levels, and the flow of the best level is kept (a refresh of
+            the whitening now and then scrambles a level's flow).
         warm_params: the flow's trainable arrays to warm up (e.g. a fresh flow; the level
             re-standardises it to the particles); ``None``: keep fitting the annealing's flow.
 
@@ -198,22 +211,34 @@ def tempered_smc(
     def tempered(beta):
         return lambda x: log_reference(x) + beta * (log_target(x) - log_reference(x))
 
+    # (particles, levels, dim): the particles of the last levels at beta = 1, particle-major so
+    # that the whitening's split halves (first / second half of the rows) are disjoint particles.
+    ring_levels = settings.warm_buffer_levels if (fit_flow and warm_levels) else 1
+
     @jax.jit
-    def level(key, position, loglik, beta, log_z, log_step, params):
+    def level(key, position, loglik, beta, log_z, log_step, params, ring):
         key_resample, key_fit, key_move = jax.random.split(key, 3)
         new_beta = _next_beta(beta, loglik, settings.ess_fraction)
         log_w = jnp.where(jnp.isfinite(loglik), (new_beta - beta) * loglik, -jnp.inf)
         log_z = log_z + jax.nn.logsumexp(log_w) - jnp.log(num)
         position = position[systematic_resample(key_resample, log_w, num)]
+        # At beta = 1 the previous levels' particles are draws of the same target: keep them
+        # (more distinct points for the fit). While annealing only the current ones are.
+        ring = jnp.where(
+            beta >= 1.0,
+            jnp.concatenate([position[:, None], ring[:, :-1]], axis=1),
+            jnp.broadcast_to(position[:, None], ring.shape),
+        )
+        data = ring.reshape(-1, dim)
         if fit_flow:  # the flow follows the particles: re-standardise, then forward-KL steps
             if flows.has_standardization(flow):
-                params = flows.restandardize(params, static, position)
+                params = flows.restandardize(params, static, data)
             params, _, _ = flows.fit_flow(
                 key_fit,
                 params,
                 static,
                 optimizer.init(params),
-                position,
+                data,
                 optimizer,
                 num_steps=settings.flow_steps,
                 batch_size=min(flow_batch_size, num),
@@ -233,7 +258,7 @@ def tempered_smc(
             move, (chains, log_step), jax.random.split(key_move, settings.n_mcmc_steps)
         )
         loglik = loglik_fn(chains.position)
-        return chains.position, loglik, new_beta, log_z, log_step, params, jnp.mean(glob)
+        return chains.position, loglik, new_beta, log_z, log_step, params, ring, jnp.mean(glob)
 
     position = particles
     loglik = jax.jit(loglik_fn)(position)  # one program (op by op: dozens of tiny compiles)
@@ -241,19 +266,20 @@ def tempered_smc(
     log_z = jnp.zeros((), dtype)
     log_step = jnp.log(jnp.asarray(transition.step_size, dtype))
     betas, accepts = [], []
+    ring = jnp.broadcast_to(position[:, None], (num, ring_levels, dim))
     key_levels, key_shuffle = jax.random.split(key)  # fold_in per level: no 200-key unstack program
     for i in range(settings.max_levels):
-        position, loglik, beta, log_z, log_step, params, glob = level(
-            jax.random.fold_in(key_levels, i), position, loglik, beta, log_z, log_step, params
+        position, loglik, beta, log_z, log_step, params, ring, glob = level(
+            jax.random.fold_in(key_levels, i), position, loglik, beta, log_z, log_step, params, ring
         )
         betas.append(beta)
         accepts.append(glob)
         if float(beta) >= 1.0:
             break
     params = params if warm_params is None else warm_params
-    best, stale = -1.0, 0
+    best, stale, best_params = -1.0, 0, params
     for i in range(warm_levels if fit_flow else 0):
-        position, loglik, beta, log_z, log_step, params, glob = level(
+        position, loglik, beta, log_z, log_step, params, ring, glob = level(
             jax.random.fold_in(key_levels, settings.max_levels + i),
             position,
             loglik,
@@ -261,10 +287,15 @@ def tempered_smc(
             log_z,
             log_step,
             params,
+            ring,
         )
-        best, stale = (float(glob), 0) if float(glob) > best + 0.01 else (best, stale + 1)
-        if stale == 2:
+        if float(glob) > best + 0.01:
+            best, stale, best_params = float(glob), 0, params
+        else:
+            stale += 1
+        if stale == WARM_PATIENCE:
             break
+    params = best_params if warm_levels and fit_flow else params
     # Resampling leaves each ancestor's descendants side by side: shuffle, so that any prefix
     # (the kernel keeps the first num_chains) is a uniform subsample.
     position = position[jax.random.permutation(key_shuffle, num)]
