@@ -85,10 +85,10 @@ def principal_axes(samples: Float[Array, "n dim"], previous=None) -> tuple[Array
 
     Args:
         samples: points, shape ``(n, dim)``.
-        previous: the ``(rotation, unmixing)`` of a :class:`Whitening` being refreshed: ICA
-            starts from its rotation, carried into the new principal axes, so that each output
-            coordinate keeps its direction and the flow's splines stay on the coordinates they
-            were fitted to (from the identity, a refresh may permute the leading coordinates).
+        previous: the ``(rotation, unmixing)`` of a :class:`Whitening` being refreshed: the
+            leading output coordinates then keep their directions and signs (ICA alone returns
+            them in any order and sign), so that a flow's splines stay on the coordinates they
+            were fitted to.
 
     Returns:
         ``(mean, U, sqrt(lambda), W)`` of shapes ``(dim,)``, ``(dim, dim)``, ``(dim,)``,
@@ -105,7 +105,9 @@ def principal_axes(samples: Float[Array, "n dim"], previous=None) -> tuple[Array
     # modes by a third. At most 4,096 evenly spread rows: each iteration costs rows * k**2.
     k = min(dim, ICA_AXES)
     stride = -(-samples.shape[0] // 4096)
-    lead = _fast_ica((((samples[::stride] - mean) @ eigvec) / scale)[:, :k], _ica_start(previous, eigvec, k))
+    lead = _fast_ica((((samples[::stride] - mean) @ eigvec) / scale)[:, :k])
+    if previous is not None:
+        lead = _follow(lead, previous, eigvec)
     unmixing = jnp.eye(dim, dtype=eigvec.dtype).at[:k, :k].set(lead)
     ok = jnp.all(jnp.isfinite(eigvec)) & jnp.all(jnp.isfinite(unmixing)) & jnp.all(jnp.isfinite(mean))
     eye = jnp.eye(dim, dtype=eigvec.dtype)
@@ -168,19 +170,29 @@ def _shrunk_cov(centred: Float[Array, "n dim"], dim: int) -> Float[Array, "dim d
     return (1 - shrink) * cov + shrink * jnp.diag(jnp.diag(cov))
 
 
-def _ica_start(previous, eigvec, k: int) -> Array:
-    """The previous ICA rotation in the new leading axes, ``W_prev U_prev^T U_new`` (``k x k``),
-    orthogonalised; the identity if there is none or the leading subspace moved (a rotation
-    that keeps less than half its length in the new subspace)."""
-    eye = jnp.eye(k, dtype=eigvec.dtype)
-    if previous is None:
-        return eye
+def _follow(lead: Array, previous, eigvec: Array) -> Array:
+    """Reorder and re-sign the rows of the new ICA rotation ``lead`` (``k x k``) to follow the
+    previous whitening's leading coordinates, carried into the new axes (``W_prev U_prev^T
+    U_new``): greedily, the pair (previous coordinate, new row) of largest ``|cos|`` among
+    those left is matched first, with its sign. ICA returns its components in no set order or
+    sign."""
+    k = lead.shape[0]
     rotation, unmixing = previous
     rotation = rotation / jnp.linalg.norm(rotation, axis=0, keepdims=True)  # as Whitening uses them
     unmixing = unmixing / jnp.linalg.norm(unmixing, axis=1, keepdims=True)
-    carried = unmixing[:k, :k] @ (rotation[:, :k].T @ eigvec[:, :k])
-    kept = jnp.linalg.svd(carried, compute_uv=False).min() > 0.5
-    return jnp.where(kept & jnp.all(jnp.isfinite(carried)), _decorrelate(carried), eye)
+    similarity = (unmixing[:k, :k] @ (rotation[:, :k].T @ eigvec[:, :k])) @ lead.T  # (old, new)
+
+    def claim(_, state):  # the closest pair left first: noise rows must not take a mode's row
+        order, old_done, new_taken = state
+        free = jnp.where(old_done[:, None] | new_taken[None, :], -1.0, jnp.abs(similarity))
+        i, j = jnp.unravel_index(jnp.argmax(free), free.shape)
+        return order.at[i].set(j), old_done.at[i].set(True), new_taken.at[j].set(True)
+
+    start = (jnp.zeros(k, jnp.int32), jnp.zeros(k, bool), jnp.zeros(k, bool))
+    order, _, _ = jax.lax.fori_loop(0, k, claim, start)
+    sign = jnp.where(similarity[jnp.arange(k), order] < 0, -1.0, 1.0).astype(lead.dtype)
+    followed = lead[order] * sign[:, None]
+    return jnp.where(jnp.all(jnp.isfinite(followed)), followed, lead)
 
 
 def _decorrelate(w: Array) -> Array:
@@ -189,7 +201,7 @@ def _decorrelate(w: Array) -> Array:
     return (eigvec / jnp.sqrt(jnp.maximum(eigval, 1e-12))) @ eigvec.T @ w
 
 
-def _fast_ica(z: Float[Array, "n dim"], start: Array, num_iterations: int = 50) -> Array:
+def _fast_ica(z: Float[Array, "n dim"], num_iterations: int = 50) -> Array:
     """Symmetric FastICA (Hyvarinen 1999, ``tanh`` contrast) on whitened ``z``: an orthogonal ``W``.
 
     Principal axes are only defined up to a rotation among directions of equal variance, and a
@@ -197,8 +209,7 @@ def _fast_ica(z: Float[Array, "n dim"], start: Array, num_iterations: int = 50) 
     may return them rotated by any angle, and a marginal spline cannot shape a rotated grid of
     modes. ICA turns the whitened coordinates to the most non-Gaussian directions, so that
     ``W @ z`` puts each independent bimodal direction on one coordinate. Starts from the
-    orthogonal ``start`` (the identity: the principal axes) and runs a fixed number of
-    iterations (jit-friendly).
+    identity (the principal axes) and runs a fixed number of iterations (jit-friendly).
     """
     n = z.shape[0]
 
@@ -207,5 +218,5 @@ def _fast_ica(z: Float[Array, "n dim"], start: Array, num_iterations: int = 50) 
         w = (g.T @ z) / n - jnp.mean(1 - g**2, axis=0)[:, None] * w
         return _decorrelate(w), None
 
-    w, _ = jax.lax.scan(step, start, None, length=num_iterations)
+    w, _ = jax.lax.scan(step, jnp.eye(z.shape[1], dtype=z.dtype), None, length=num_iterations)
     return w

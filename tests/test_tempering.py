@@ -174,6 +174,7 @@ def test_improper_prior_falls_back_to_gaussian_reference():
     [
         (lambda: tempering.TemperedSMC(ess_fraction=1.0), "ess_fraction"),
         (lambda: tempering.TemperedSMC(n_mcmc_steps=0), "n_mcmc_steps"),
+        (lambda: tempering.TemperedSMC(warm_buffer_levels=0), "warm_buffer_levels"),
         (lambda: tempering.TemperedSMC(num_particles=1), "num_particles"),
         (lambda: tempering.TemperedSMC(reference="normal"), "reference"),
         (lambda: ne.FlowMCKernel(_mixture_model, tempering="pt"), "tempering"),
