@@ -79,8 +79,8 @@ def principal_axes(samples: Float[Array, "n dim"], previous=None) -> tuple[Array
     points in ``dim`` dimensions spreads the variances of equal-variance directions over
     ``(1 +- sqrt(dim / n))**2`` (Marchenko-Pastur), and a flow whitened by it and fitted to the
     same points learns that spread as if it were real: at ``dim = 64``, ``n = 2048`` its
-    held-out NLL was 2.2 nats above the target's entropy (IMH acceptance 0.12), against
-    <0.7 (acceptance ~0.4) with the split-half estimate (docs/benchmarks.md). Principal axes
+    held-out NLL was 2.2 nats above the target's entropy (IMH acceptance 0.12), against 1.35
+    (0.22) with held-out variances (docs/benchmarks.md). Principal axes
     come in decreasing order of variance; eigenvalues are floored at ``1e-6`` of the largest.
 
     Args:
