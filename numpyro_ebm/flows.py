@@ -12,6 +12,7 @@ A flow travels through ``jit``/``scan`` as ``(params, static)``, the two halves 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import equinox as eqx
@@ -22,6 +23,7 @@ import paramax
 from flowjax.bijections import (
     Affine,
     Chain,
+    Coupling,
     Invert,
     Permute,
     RationalQuadraticSpline,
@@ -29,6 +31,7 @@ from flowjax.bijections import (
 )
 from flowjax.distributions import AbstractDistribution, StandardNormal, Transformed
 from flowjax.flows import coupling_flow
+from flowjax.utils import get_ravelled_pytree_constructor
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from numpyro_ebm._keys import as_typed_key
@@ -112,6 +115,33 @@ def default_flow(
         raise ValueError(
             f"base has shape {base.shape}, but the flow has dim {dim}: pass a base of shape ({dim},)."
         )
+    shape = dict(flow_layers=flow_layers, nn_width=nn_width, nn_depth=nn_depth, knots=knots)
+    # identity_init traced, not static: both kinds of flow share one compiled program
+    identity = jnp.asarray(bool(identity_init))
+    flow = _build_flow(as_typed_key(key), dim, identity, base, interval=interval, whiten=whiten, **shape)
+    # A coupling layer keeps its spline's initial parameters in a closure (not a pytree leaf), so
+    # the one built under jit holds a tracer: swap in the same constructor built here (one per
+    # spline shape, so that jitted functions taking flows as arguments hit their cache).
+    constructor = _spline_constructor(knots, float(interval))
+    couplings = lambda f: [
+        m.transformer_constructor
+        for m in jax.tree.leaves(f, is_leaf=lambda m: isinstance(m, Coupling))
+        if isinstance(m, Coupling)
+    ]
+    return eqx.tree_at(couplings, flow, replace=[constructor] * len(couplings(flow)))
+
+
+@functools.cache
+def _spline_constructor(knots: int, interval: float) -> Callable:
+    spline = RationalQuadraticSpline(knots=knots, interval=interval)
+    return get_ravelled_pytree_constructor(spline, filter_spec=eqx.is_inexact_array, is_leaf=_is_frozen)[0]
+
+
+# One compiled program per flow shape: op by op, building a flow ran ~45 tiny programs (~3.5 CPU
+# s), more than the rest of a small FlowMCKernel start-up but the two big compiles.
+@eqx.filter_jit(compiler_options={"xla_backend_optimization_level": 0})
+def _build_flow(key, dim, identity_init, base, *, flow_layers, nn_width, nn_depth, knots, interval, whiten):
+    """:func:`default_flow` after its checks (the key typed, ``base`` given)."""
     base = paramax.non_trainable(base)
     spline = RationalQuadraticSpline(knots=knots, interval=interval)
     couple = dict(nn_width=nn_width, nn_depth=nn_depth, identity_init=identity_init)
@@ -158,8 +188,7 @@ def _couplings(key, base, spline, flow_layers, *, nn_width, nn_depth, identity_i
         nn_depth=nn_depth,
         invert=True,  # log_prob direction is the layers' forward pass; both directions analytic
     ).bijection
-    if identity_init:
-        couplings = Invert(_zero_conditioner_outputs(couplings.bijection))
+    couplings = Invert(_zero_conditioner_outputs(couplings.bijection, identity_init))
     # With identity couplings the stack is a fixed permutation of the coordinates; undo it once
     # so that "identity at initialisation" means x == z, not x == z[perm].
     neutral = _zero_conditioner_outputs(couplings.bijection)
@@ -175,10 +204,12 @@ def _elementwise_spline(knots: int, interval: float, dim: int = 1) -> Vmap:
     return Vmap(spline, in_axes=eqx.if_array(0))
 
 
-def _zero_conditioner_outputs(scan):
-    """Zero the last linear layer of every conditioner: each spline becomes the identity."""
+def _zero_conditioner_outputs(scan, where=True):
+    """Zero the last linear layer of every conditioner (if ``where``, a bool that may be traced):
+    each spline becomes the identity."""
     last = lambda s: s.bijection.bijections[0].conditioner.layers[-1]
-    return eqx.tree_at(lambda s: (last(s).weight, last(s).bias), scan, replace_fn=jnp.zeros_like)
+    zero = lambda w: jnp.where(where, jnp.zeros_like(w), w)
+    return eqx.tree_at(lambda s: (last(s).weight, last(s).bias), scan, replace_fn=zero)
 
 
 def _affine_path(flow: Transformed):
@@ -214,6 +245,11 @@ def standardize(flow: Transformed, samples: Float[Array, "n dim"]) -> Transforme
     """
     if not has_standardization(flow):
         raise TypeError("standardize needs a flow built by numpyro_ebm.flows.default_flow.")
+    return _standardized(flow, samples)
+
+
+@eqx.filter_jit  # one program (op by op: a dozen tiny ones; with whitening, dozens)
+def _standardized(flow: Transformed, samples: Float[Array, "n dim"]) -> Transformed:
     if isinstance(_affine_path(flow), Whitening):
         old = _affine_path(flow)  # refreshed, its coordinates keep their directions
         new = Whitening(*principal_axes(samples, previous=(old.rotation, old.unmixing)))
