@@ -289,6 +289,21 @@ def _exit_code(code) -> int:
     return code if isinstance(code, int) else 2
 
 
+def _enable_compilation_cache() -> None:
+    """Point JAX's persistent compilation cache at ``~/.cache/numpyro-ebm/jax`` (or under
+    ``$XDG_CACHE_HOME``), so a second command skips most compiling (docs/benchmarks.md).
+
+    The command's own choice, never the library's: only ``main()`` without arguments (the
+    console script, ``python -m numpyro_ebm.cli``) calls it, so ``main([...])`` from Python or a
+    test leaves the process alone. Through JAX's environment variable, before JAX is imported;
+    one the user set wins. ``NUMPYRO_EBM_COMPILATION_CACHE=0`` turns it off.
+    """
+    if os.environ.get("NUMPYRO_EBM_COMPILATION_CACHE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "numpyro-ebm" / "jax"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``numpyro-ebm`` with ``argv`` (``sys.argv[1:]`` by default); return the exit status.
 
@@ -297,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         numpyro-ebm 0.1.0
         0
     """
+    if argv is None:  # the console script (or python -m): this process is ours to configure
+        _enable_compilation_cache()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["demo", *argv]  # demo is the default job

@@ -404,3 +404,24 @@ def test_reproduce_dims_and_summary(monkeypatch, tmp_path, capsys):
     assert "table2 only" in _error_line(capsys, ["reproduce", "table1", "--dims", "16"])
     assert "'16,x'" in _error_line(capsys, ["reproduce", "table2", "--dims", "16,x"])
     assert "'0'" in _error_line(capsys, ["reproduce", "table2", "--dims", "0"])
+
+
+def test_console_script_enables_compilation_cache(monkeypatch, tmp_path):
+    """The console script (``main()``) points JAX's persistent cache at the user cache folder
+    (before JAX is imported, through its environment variable); ``main([...])`` from Python, a
+    user's own setting and ``NUMPYRO_EBM_COMPILATION_CACHE=0`` leave it alone."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.delenv("NUMPYRO_EBM_COMPILATION_CACHE", raising=False)
+    assert cli.main(["--version"]) == 0
+    assert "JAX_COMPILATION_CACHE_DIR" not in os.environ  # library use: the process is the caller's
+    monkeypatch.setattr(sys, "argv", ["numpyro-ebm", "--version"])
+    monkeypatch.setenv("NUMPYRO_EBM_COMPILATION_CACHE", "0")
+    assert cli.main() == 0
+    assert "JAX_COMPILATION_CACHE_DIR" not in os.environ
+    monkeypatch.delenv("NUMPYRO_EBM_COMPILATION_CACHE")
+    assert cli.main() == 0
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "numpyro-ebm" / "jax")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/elsewhere")
+    assert cli.main() == 0
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == "/elsewhere"
