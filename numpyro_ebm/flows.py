@@ -257,8 +257,11 @@ def _standardized(flow: Transformed, samples: Float[Array, "n dim"]) -> Transfor
     mean = jnp.mean(samples, axis=0)
     std = jnp.std(samples, axis=0)
     std = jnp.where(jnp.isfinite(std) & (std > 1e-6), std, 1.0)
-    affine = Affine(mean, std)
-    return eqx.tree_at(_affine_path, flow, affine)
+    # What Affine(mean, std) stores, without its check that std > 0 (true here): the check is a
+    # host callback, and a program with one never enters JAX's persistent compilation cache.
+    raw_scale = jnp.log(-jnp.expm1(-std)) + std  # paramax's inv_softplus
+    where = lambda f: (_affine_path(f).loc, _affine_path(f).scale.args[0])
+    return eqx.tree_at(where, flow, (mean.astype(float), raw_scale.astype(float)))
 
 
 def restandardize(params: PyTree, static: PyTree, samples: Float[Array, "n dim"]) -> PyTree:
