@@ -7,7 +7,7 @@ kernel calls them from its constructor and from ``init``; nothing here is traced
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 from numpyro.util import is_prng_key
 
 from numpyro_ebm import sharding
@@ -96,8 +96,9 @@ def check_tempering(tempering) -> tempering_.TemperedSMC | None:
 
 def check_finite_start(logdensity) -> None:
     """Every chain starts where the target's log density ``(chains,)`` is finite."""
-    if not bool(jnp.all(jnp.isfinite(logdensity))):
-        bad = int(jnp.sum(~jnp.isfinite(logdensity)))
+    finite = np.isfinite(np.asarray(logdensity))  # on the host: no tiny compiled programs
+    if not finite.all():
+        bad = int((~finite).sum())
         raise ValueError(
             f"{bad} of {logdensity.shape[0]} initial chains have a non-finite log density; pass "
             "init_params inside the support or choose another init_strategy."

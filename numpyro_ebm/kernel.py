@@ -235,25 +235,30 @@ class FlowMCKernel(MCMCKernel):
         # Annealed particles carry the right mode weights, so the flow was fitted to them in
         # start(); from bare starting points it is fitted inside the loop, to a buffer of states.
         self._fit_in_loop = self._fits_flow and self.tempering_result is None
-        chains, opt_state, buffer = kernel_warmup.init_warmup(self, flat, params, logdensity_fn)
-        check_finite_start(chains.logdensity)
-        dtype = flat.dtype
-        step_size = jnp.asarray(self.settings.step_size, dtype)
+
+        @jax.jit  # one program (op by op: a dozen tiny ones)
+        def initial_state(flat, init_params, params, key_state) -> FlowMCState:
+            chains, opt_state, buffer = kernel_warmup.init_warmup(self, flat, params, logdensity_fn)
+            dtype = flat.dtype
+            step_size = jnp.asarray(self.settings.step_size, dtype)
+            return FlowMCState(
+                i=jnp.asarray(0, jnp.int32),
+                z=init_params,
+                potential_energy=-chains.logdensity,
+                z_grad=unravel_fn(-chains.logdensity_grad),
+                local_accept_prob=jnp.zeros(num_chains, dtype),
+                global_accept_prob=jnp.full(num_chains, 0.0 if self.settings.global_move else jnp.nan, dtype),
+                step_size=step_size,
+                adapt_state=adaptation.dual_averaging_init(step_size, dtype),
+                flow_params=params,
+                flow_opt_state=opt_state,
+                buffer=buffer,
+                rng_key=key_state,
+            )
+
+        state = initial_state(flat, init_params, params, key_state)
+        check_finite_start(state.potential_energy)  # finite either sign
         self._sample_fn = self.sample  # tells MCMC.run that this kernel is initialised
-        state = FlowMCState(
-            i=jnp.asarray(0, jnp.int32),
-            z=init_params,
-            potential_energy=-chains.logdensity,
-            z_grad=unravel_fn(-chains.logdensity_grad),
-            local_accept_prob=jnp.zeros(num_chains, dtype),
-            global_accept_prob=jnp.full(num_chains, 0.0 if self.settings.global_move else jnp.nan, dtype),
-            step_size=step_size,
-            adapt_state=adaptation.dual_averaging_init(step_size, dtype),
-            flow_params=params,
-            flow_opt_state=opt_state,
-            buffer=buffer,
-            rng_key=key_state,
-        )
         return place_chains(state, self._mesh, sharding.shard_leading_axis)
 
     def logdensity_fn(self, *model_args, **model_kwargs) -> Callable:

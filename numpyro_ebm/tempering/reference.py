@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
@@ -17,7 +18,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from numpyro.infer.initialization import init_to_sample
 from numpyro.primitives import Messenger
 
-from numpyro_ebm.kernel_target import flat_target
+from numpyro_ebm.kernel_target import FlatTarget, flat_target
 
 if TYPE_CHECKING:
     from numpyro_ebm.tempering.smc import TemperedSMC
@@ -84,18 +85,36 @@ def prior_reference(key: PRNGKeyArray, model: Callable, model_args, model_kwargs
         >>> round(float(x.std()), 1), round(float(log_prior(x[0] * 0)), 3)
         (2.0, -1.612)
     """
-    try:
+    sites = {}  # name -> (observed, improper)
+
+    def probe(key):
         with numpyro.handlers.block():
             trace = numpyro.handlers.trace(numpyro.handlers.seed(model, key)).get_trace(
                 *model_args, **model_kwargs
             )
+        samples = [(n, s) for n, s in trace.items() if s["type"] == "sample"]
+        sites.update({n: (s["is_observed"], _is_improper(s["fn"])) for n, s in samples})
+
+    try:
+        jax.eval_shape(probe, key)  # shapes only: nothing compiled
     except NotImplementedError:  # ImproperUniform (and other improper sites) cannot be sampled
         return None
-    masked = _MaskSites(model, [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]])
-    if any(s["type"] == "sample" and not s["is_observed"] and _is_improper(s["fn"]) for s in trace.values()):
+    if any(improper and not observed for observed, improper in sites.values()):
         return None
-    prior = flat_target(masked, key, num_particles, None, init_to_sample, model_args, model_kwargs)
-    return prior.flat, prior.logdensity_fn(None, model_args, model_kwargs)
+    masked = _MaskSites(model, [name for name, (observed, _) in sites.items() if observed])
+    pieces = {}
+
+    @jax.jit  # one program; op by op, NumPyro's initialisation compiled a dozen tiny ones
+    def draw(key):
+        prior = flat_target(masked, key, num_particles, None, init_to_sample, model_args, model_kwargs)
+        # Functions of static structure only (unravel sizes; the potential closes over the model
+        # and its arguments, not over traced values), so they outlive the trace.
+        pieces.update(unravel_one=prior.unravel_one, potential_gen=prior.potential_gen)
+        return prior.flat
+
+    flat = draw(key)
+    prior = FlatTarget(None, flat, None, pieces["unravel_one"], pieces["potential_gen"], None)
+    return flat, prior.logdensity_fn(None, model_args, model_kwargs)
 
 
 def initial_particles(key: PRNGKeyArray, settings: TemperedSMC, model, model_args, model_kwargs, flat):

@@ -295,18 +295,23 @@ def tempered_smc(
         if stale == WARM_PATIENCE:
             break
     params = best_params if warm_levels and fit_flow else params
-    # Resampling leaves each ancestor's descendants side by side: shuffle, so that any prefix
-    # (the kernel keeps the first num_chains) is a uniform subsample.
-    position = position[jax.random.permutation(key_shuffle, num)]
+    position, step_size = _finish(key_shuffle, position, log_step)
     return SMCResult(
         position=position,
         flow_params=params,
-        step_size=jnp.exp(log_step),
+        step_size=step_size,
         log_z=log_z,
         betas=jnp.stack(betas),
         global_accept_prob=jnp.stack(accepts),
         num_levels=len(betas),
     )
+
+
+@jax.jit  # one program (op by op: ten tiny ones)
+def _finish(key: PRNGKeyArray, position: Array, log_step: Array) -> tuple[Array, Array]:
+    """Shuffled particles and the step size. Resampling leaves each ancestor's descendants side
+    by side: shuffled, any prefix (the kernel keeps the first num_chains) is a uniform subsample."""
+    return position[jax.random.permutation(key, position.shape[0])], jnp.exp(log_step)
 
 
 def discover_modes(
