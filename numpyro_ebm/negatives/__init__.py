@@ -21,13 +21,19 @@ Grenioux et al. 2023, Tables 4, 5, 7 give the settings quoted in each class.
 
 from numpyro_ebm.negatives.base import NOISE_STARTS, STARTS, AbstractNegatives, NegativeSample  # noqa: F401
 from numpyro_ebm.negatives.flow_baselines import NTEBM, CoopFlow
-from numpyro_ebm.negatives.flowmc import FlowMC, UnbalancedWarning, _warn_if_unbalanced  # noqa: F401
+from numpyro_ebm.negatives.flowmc import (  # noqa: F401
+    DefensiveProposal,
+    FlowMC,
+    UnbalancedWarning,
+    _warn_if_unbalanced,
+)
 from numpyro_ebm.negatives.langevin import MALA, ULA, ShortRun
 
 __all__ = [
     "AbstractNegatives",
     "NegativeSample",
     "FlowMC",
+    "DefensiveProposal",
     "ULA",
     "MALA",
     "ShortRun",
