@@ -43,6 +43,68 @@ def _target(name):
     )
 
 
+def one_mode_start(target: Target, chains: int, seed: int) -> np.ndarray:
+    """``chains`` starts around the first mean (the light mode), ``(chains, dim)``."""
+    key = jax.random.fold_in(jax.random.key(seed), 1)
+    return np.asarray(target.distribution.means[0] + 0.5 * jax.random.normal(key, (chains, target.dim)))
+
+
+def zone_weights(zones: np.ndarray, n_zones: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over chains of the per-chain zone frequencies, and its SE; ``zones`` is ``(chains, draws)``."""
+    per_chain = np.stack([(zones == k).mean(axis=1) for k in range(n_zones)], axis=-1)
+    return per_chain.mean(0), per_chain.std(0, ddof=1) / np.sqrt(zones.shape[0])
+
+
+def run(name, *, off=False, global_move="imh", chains=64, warmup=300, samples=300, seed=0, buffer=None):
+    """Run FlowMCKernel on target ``name``; a dict of the figures printed by :func:`main`."""
+    key = jax.random.key(seed)
+    if name == "labels":
+        kernel = ne.FlowMCKernel(labels.model, global_move=global_move, tempering=None if off else "smc")
+        run_args, run_kwargs = (labels.DATA,), {}
+        truth = np.full(len(labels.LABELLINGS), 1 / len(labels.LABELLINGS))
+    else:
+        target = _target(name)
+        reference = dist.Normal(0.0, 5.0).expand([target.dim])
+        tempering = None if off else ne.tempering.TemperedSMC(reference=reference, **(buffer or {}))
+        kernel = ne.FlowMCKernel(
+            potential_fn=lambda x: -target.log_prob(x),
+            global_move=global_move,
+            n_particles=16,
+            tempering=tempering,
+        )
+        run_args, run_kwargs = (), {"init_params": one_mode_start(target, chains, seed)}
+        truth = np.asarray(target.weights)
+    mcmc = MCMC(
+        kernel,
+        num_warmup=warmup,
+        num_samples=samples,
+        num_chains=chains,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    wall, cpu = time.perf_counter(), time.process_time()
+    mcmc.run(key, *run_args, extra_fields=("global_accept_prob",), **run_kwargs)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    draws = mcmc.get_samples(group_by_chain=True)
+    zones = labels.labelling(draws["mu"]) if name == "labels" else np.asarray(target.zones(draws))
+    estimate, se = zone_weights(zones, len(truth))
+    out = dict(
+        truth=truth,
+        estimate=estimate,
+        se=se,
+        max_error=float(np.abs(estimate - truth).max()),
+        global_accept=float(mcmc.get_extra_fields()["global_accept_prob"].mean()),
+        wall=wall,
+        cpu=cpu,
+        smc=kernel.tempering_result,
+    )
+    if name != "labels":  # the trained flow's own view of the weights (20k proposals)
+        out["flow_weights"] = ne.diagnostics.importance_zone_weights(
+            target, kernel.get_flow(mcmc.last_state), target, jax.random.fold_in(key, 2), 20_000
+        )
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("target", choices=["2d", "d16", "d64", "labels"])
@@ -55,65 +117,30 @@ def main():
     parser.add_argument("--warm-buffer-levels", type=int, help="TemperedSMC.warm_buffer_levels")
     args = parser.parse_args()
     buffer = {} if args.warm_buffer_levels is None else {"warm_buffer_levels": args.warm_buffer_levels}
-    key = jax.random.key(args.seed)
-    if args.target == "labels":
-        kernel = ne.FlowMCKernel(
-            labels.model, global_move=args.global_move, tempering=None if args.off else "smc"
-        )
-        run_args, run_kwargs = (labels.DATA,), {}
-        truth = np.full(len(labels.LABELLINGS), 1 / len(labels.LABELLINGS))
-    else:
-        target = _target(args.target)
-        reference = dist.Normal(0.0, 5.0).expand([target.dim])
-        tempering = None if args.off else ne.tempering.TemperedSMC(reference=reference, **buffer)
-        kernel = ne.FlowMCKernel(
-            potential_fn=lambda x: -target.log_prob(x),
-            global_move=args.global_move,
-            n_particles=16,
-            tempering=tempering,
-        )
-        start = target.distribution.means[0]
-        init = start + 0.5 * jax.random.normal(jax.random.fold_in(key, 1), (args.chains, target.dim))
-        run_args, run_kwargs = (), {"init_params": init}
-        truth = np.asarray(target.weights)
-    mcmc = MCMC(
-        kernel,
-        num_warmup=args.warmup,
-        num_samples=args.samples,
-        num_chains=args.chains,
-        chain_method="vectorized",
-        progress_bar=False,
+    out = run(
+        args.target,
+        off=args.off,
+        global_move=args.global_move,
+        chains=args.chains,
+        warmup=args.warmup,
+        samples=args.samples,
+        seed=args.seed,
+        buffer=buffer,
     )
-    wall, cpu = time.perf_counter(), time.process_time()
-    mcmc.run(key, *run_args, extra_fields=("global_accept_prob",), **run_kwargs)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    samples = mcmc.get_samples(group_by_chain=True)
-    if args.target == "labels":
-        zones = labels.labelling(samples["mu"])
-    else:
-        zones = np.asarray(target.zones(samples))
-    per_chain = np.stack([(zones == k).mean(axis=1) for k in range(len(truth))], axis=-1)
-    estimate = per_chain.mean(0)
-    se = per_chain.std(0, ddof=1) / np.sqrt(args.chains)
     print(f"target {args.target}, tempering {'off' if args.off else 'smc'}, {args.global_move}")
-    print("truth    ", np.round(truth, 3))
-    print("estimate ", np.round(estimate, 3), " max |err|", round(float(np.abs(estimate - truth).max()), 3))
-    print("SE       ", np.round(se, 3))
-    print(
-        "global acceptance (production)",
-        round(float(mcmc.get_extra_fields()["global_accept_prob"].mean()), 3),
-    )
-    if args.target != "labels":  # the trained flow's own view of the weights (20k proposals)
-        flow_w, ess = ne.diagnostics.importance_zone_weights(
-            target, kernel.get_flow(mcmc.last_state), target, jax.random.fold_in(key, 2), 20_000
-        )
+    print("truth    ", np.round(out["truth"], 3))
+    print("estimate ", np.round(out["estimate"], 3), " max |err|", round(out["max_error"], 3))
+    print("SE       ", np.round(out["se"], 3))
+    print("global acceptance (production)", round(out["global_accept"], 3))
+    if "flow_weights" in out:
+        flow_w, ess = out["flow_weights"]
         print("flow importance weights", np.round(np.asarray(flow_w), 3), f" ESS {float(ess):.0f}")
-    smc = kernel.tempering_result
+    smc = out["smc"]
     if smc is not None:
         print(
             f"SMC: {smc.num_levels} levels, {smc.position.shape[0]} particles, log Z {float(smc.log_z):.3f}"
         )
-    print(f"wall {wall:.1f} s, CPU {cpu:.1f} s")
+    print(f"wall {out['wall']:.1f} s, CPU {out['cpu']:.1f} s")
 
 
 if __name__ == "__main__":
