@@ -323,9 +323,10 @@ class _TwoModes(eqx.Module):
 
 @pytest.mark.parametrize("fraction", [0.25, 0.0])
 def test_reference_fraction_recovers_a_lost_mode(fraction):
-    """A bank of 1024 chains and a flow both entirely in the light mode (the flow a Gaussian on it,
-    as a flow trained on such a bank is), 30 calls of FlowMC (60 cycles): with reference_fraction
-    the bank's heavy-mode weight reaches 2/3; without, no chain ever leaves (modes 10 sd apart).
+    """A bank of 1024 chains and a flow that have both lost the heavy mode (the flow a Gaussian on
+    the light one, without tails that reach the other), 30 calls of FlowMC (60 cycles): with
+    reference_fraction the bank's heavy-mode weight reaches 2/3; without, no chain ever leaves
+    (modes 10 sd apart). benchmarks/bank_recovery.py runs the trainer's joint flow fit instead.
 
     Tolerance: at stationarity the 1024 chains are independent, so the weight has binomial SE
     sqrt((2/9) / 1024) = 0.015; we allow 0.06 (4 SE). Recovery takes about 8 calls (measured:
