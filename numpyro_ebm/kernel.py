@@ -11,6 +11,7 @@ both are frozen, so the production chain is a fixed, valid Markov kernel.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import equinox as eqx
@@ -24,6 +25,7 @@ from numpyro.util import identity
 
 from numpyro_ebm import adaptation, flows, kernel_warmup, sharding
 from numpyro_ebm import tempering as tempering_
+from numpyro_ebm._compile import ONE_SHOT
 from numpyro_ebm._kernel_checks import (
     FROM_SETTINGS,
     check_ensemble_key,
@@ -236,7 +238,7 @@ class FlowMCKernel(MCMCKernel):
         # start(); from bare starting points it is fitted inside the loop, to a buffer of states.
         self._fit_in_loop = self._fits_flow and self.tempering_result is None
 
-        @jax.jit  # one program (op by op: a dozen tiny ones)
+        @functools.partial(jax.jit, compiler_options=ONE_SHOT)  # one program, run once (op by op: a dozen)
         def initial_state(flat, init_params, params, key_state) -> FlowMCState:
             chains, opt_state, buffer = kernel_warmup.init_warmup(self, flat, params, logdensity_fn)
             dtype = flat.dtype

@@ -192,3 +192,16 @@ def test_reference_of_the_wrong_shape_raises():
     )
     with pytest.raises(ValueError, match="shape"):
         kernel.init(jax.random.split(jax.random.key(0), 4), 10, jnp.zeros((4, 2)))
+
+
+def test_level_compiler_options_are_accepted_or_omitted():
+    """The SMC level's per-program XLA options: on CPU an XLA that knows them compiles with them;
+    other backends (and an XLA that rejects them) get none, so the level compiles everywhere."""
+    from numpyro_ebm._compile import ONE_SHOT, large_program_options
+
+    assert large_program_options("gpu") is None
+    options = large_program_options("cpu")
+    assert options is None or options == {"xla_cpu_use_fusion_emitters": False}
+    for opts in (options, ONE_SHOT):
+        out = jax.jit(lambda x: 2 * x, compiler_options=opts)(jnp.ones(3))
+        np.testing.assert_allclose(out, 2.0)

@@ -7,6 +7,7 @@ For a NumPyro model the reference is its prior in the flattened unconstrained sp
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from numpyro.infer.initialization import init_to_sample
 from numpyro.primitives import Messenger
 
+from numpyro_ebm._compile import ONE_SHOT
 from numpyro_ebm.kernel_target import FlatTarget, flat_target
 
 if TYPE_CHECKING:
@@ -104,7 +106,8 @@ def prior_reference(key: PRNGKeyArray, model: Callable, model_args, model_kwargs
     masked = _MaskSites(model, [name for name, (observed, _) in sites.items() if observed])
     pieces = {}
 
-    @jax.jit  # one program; op by op, NumPyro's initialisation compiled a dozen tiny ones
+    # one program, run once (ONE_SHOT); op by op, NumPyro's initialisation compiled a dozen tiny ones
+    @functools.partial(jax.jit, compiler_options=ONE_SHOT)
     def draw(key):
         prior = flat_target(masked, key, num_particles, None, init_to_sample, model_args, model_kwargs)
         # Functions of static structure only (unravel sizes; the potential closes over the model

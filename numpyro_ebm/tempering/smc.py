@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -11,6 +12,7 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from numpyro_ebm import flows
+from numpyro_ebm._compile import ONE_SHOT, large_program_options
 from numpyro_ebm._validate import positive_int
 from numpyro_ebm.flowmc import KERNEL_SETTINGS, FlowMCSettings
 from numpyro_ebm.moves import LogDensityFn, init_chains
@@ -214,7 +216,7 @@ def tempered_smc(
     # that the whitening's split halves (first / second half of the rows) are disjoint particles.
     ring_levels = settings.warm_buffer_levels if (fit_flow and warm_levels) else 1
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=large_program_options())
     def level(key, position, loglik, beta, log_z, log_step, params, ring):
         key_resample, key_fit, key_move = jax.random.split(key, 3)
         new_beta = _next_beta(beta, loglik, settings.ess_fraction)
@@ -260,7 +262,7 @@ def tempered_smc(
         return chains.position, loglik, new_beta, log_z, log_step, params, ring, jnp.mean(glob)
 
     position = particles
-    loglik = jax.jit(loglik_fn)(position)  # one program (op by op: dozens of tiny compiles)
+    loglik = jax.jit(loglik_fn, compiler_options=ONE_SHOT)(position)  # once (op by op: dozens)
     beta = jnp.zeros((), dtype)
     log_z = jnp.zeros((), dtype)
     log_step = jnp.log(jnp.asarray(transition.step_size, dtype))
@@ -307,7 +309,7 @@ def tempered_smc(
     )
 
 
-@jax.jit  # one program (op by op: ten tiny ones)
+@functools.partial(jax.jit, compiler_options=ONE_SHOT)  # one program, run once (op by op: ten)
 def _finish(key: PRNGKeyArray, position: Array, log_step: Array) -> tuple[Array, Array]:
     """Shuffled particles and the step size. Resampling leaves each ancestor's descendants side
     by side: shuffled, any prefix (the kernel keeps the first num_chains) is a uniform subsample."""
