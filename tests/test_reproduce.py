@@ -105,11 +105,14 @@ def test_presets_and_errors(tmp_path):
     s = paper.schedule
     assert (s.num_steps, s.batch_size, s.bank_size) == (19200, 64, 1024)
     assert paper.options["n_particles"] == 32 and paper.schedule.lr == 1e-2
-    for preset, per_dim in reproduce.TABLE2_STEPS.items():  # table2's per-dimension step counts
+    for preset, per_dim in reproduce.TABLE2_AT_DIM.items():  # table2's per-dimension changes
         names = {m.name: m for m in reproduce.config("table2", preset)}
-        for d, steps in per_dim.items():
-            assert d in reproduce.TABLE2_DIMS[preset] and set(steps) <= set(names), (preset, d)
-            assert all(0 < n < names[name].schedule.num_steps for name, n in steps.items())
+        for d, rows in per_dim.items():
+            assert d in reproduce.TABLE2_DIMS[preset] and set(rows) <= set(names), (preset, d)
+            for name, changes in rows.items():
+                known = set(vars(names[name].schedule)) | set(names[name].options)
+                assert set(changes) <= known, (preset, d, name)  # no typo'd setting goes unused
+                assert 0 < changes.get("num_steps", 1) <= names[name].schedule.num_steps
     table2 = {m.name: m for m in reproduce.config("table2", "paper")}
     assert list(table2) == ["CoopFlow", "NT-EBM", "ULA-EBM", "flowMC-EBM"]
     assert table2["flowMC-EBM"].options["n_particles"] == 128

@@ -42,7 +42,7 @@ from numpyro_ebm.reproduce.common import machine, sampler_work, total_work
 from numpyro_ebm.reproduce.figure1 import figure1
 from numpyro_ebm.reproduce.images import cifar10, digits
 from numpyro_ebm.reproduce.mixture import table2
-from numpyro_ebm.reproduce.mixture_presets import TABLE2_DIMS, TABLE2_RHAT, TABLE2_STEPS
+from numpyro_ebm.reproduce.mixture_presets import TABLE2_AT_DIM, TABLE2_DIMS, TABLE2_RHAT
 from numpyro_ebm.reproduce.presets import GRID, PRESETS, FlowArch, Method, Schedule, check, config
 from numpyro_ebm.reproduce.toy2d import table1, table3
 
@@ -56,9 +56,9 @@ __all__ = [
     "sampler_work",
     "config",
     "GRID",
+    "TABLE2_AT_DIM",
     "TABLE2_DIMS",
     "TABLE2_RHAT",
-    "TABLE2_STEPS",
 ]
 
 EXPERIMENTS = {

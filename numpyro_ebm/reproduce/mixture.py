@@ -30,7 +30,7 @@ from numpyro_ebm.reproduce.common import (
     settings,
     train_method,
 )
-from numpyro_ebm.reproduce.mixture_presets import TABLE2_DIMS, TABLE2_RHAT, TABLE2_STEPS, TABLE2_WIDTH
+from numpyro_ebm.reproduce.mixture_presets import TABLE2_AT_DIM, TABLE2_DIMS, TABLE2_RHAT, TABLE2_WIDTH
 from numpyro_ebm.reproduce.presets import config
 
 __all__ = ["table2", "PAPER_RHAT"]
@@ -114,14 +114,19 @@ def table2(preset: str, key, progress: bool, out_dir: Path, dims=None, methods=N
 
 
 def _at_dim(method, preset: str, d: int):
-    """``method`` at dimension ``d``: the flow width of Table 6; the preset's steps for ``d``."""
+    """``method`` at dimension ``d``: the flow width of Table 6; the preset's changes for ``d``
+    (:data:`~numpyro_ebm.reproduce.mixture_presets.TABLE2_AT_DIM`)."""
     method = replace(method, flow=replace(method.flow, width=TABLE2_WIDTH.get(d, method.flow.width)))
-    steps = TABLE2_STEPS.get(preset, {}).get(d, {}).get(method.name)
-    if steps is None:
+    changes = dict(TABLE2_AT_DIM.get(preset, {}).get(d, {}).get(method.name, {}))
+    if not changes:
         return method
-    chunk = math.gcd(steps, method.schedule.chunk_size)
-    note = f"{method.note}; d = {d}: {steps:,} training steps (the command's time budget)"
-    return replace(method.with_schedule(num_steps=steps, chunk_size=chunk), note=note)
+    if "num_steps" in changes:
+        changes["chunk_size"] = math.gcd(changes["num_steps"], method.schedule.chunk_size)
+    said = ", ".join(f"{k} {v}" for k, v in changes.items())
+    fields = vars(method.schedule)
+    options = {**method.options, **{k: v for k, v in changes.items() if k not in fields}}
+    method = method.with_schedule(**{k: v for k, v in changes.items() if k in fields})
+    return replace(method, options=options, note=f"{method.note}; d = {d}: {said}")
 
 
 def _evaluate(trained, method, target, rhat, key, key_is) -> dict[str, Any]:
