@@ -78,6 +78,14 @@ def test_table2_quick_has_the_four_rows(tmp_path, capsys):
     assert sorted(m["ordering"][d]) == sorted(entry["methods"])
     assert m["rhat_chains"] == 8 and m["rhat_calls"] == 6
     assert (tmp_path / "figure6.png").stat().st_size > 0
+    # One row alone keeps its seed of the full table: the same numbers (how rows run in parallel).
+    one = reproduce.run(
+        "table2", preset="quick", out_dir=tmp_path / "ula", progress=False, methods=("ULA-EBM",)
+    )
+    assert list(one["dims"][d]["methods"]) == ["ULA-EBM"]
+    assert one["dims"][d]["methods"]["ULA-EBM"]["max_rhat"] == entry["methods"]["ULA-EBM"]["max_rhat"]
+    with pytest.raises(ValueError, match="table2's rows"):
+        reproduce.run("table2", preset="quick", out_dir=tmp_path, methods=("EBM",))
 
 
 def test_presets_and_errors(tmp_path):
@@ -97,6 +105,14 @@ def test_presets_and_errors(tmp_path):
     s = paper.schedule
     assert (s.num_steps, s.batch_size, s.bank_size) == (19200, 64, 1024)
     assert paper.options["n_particles"] == 32 and paper.schedule.lr == 1e-2
+    for preset, per_dim in reproduce.TABLE2_AT_DIM.items():  # table2's per-dimension changes
+        names = {m.name: m for m in reproduce.config("table2", preset)}
+        for d, rows in per_dim.items():
+            assert d in reproduce.TABLE2_DIMS[preset] and set(rows) <= set(names), (preset, d)
+            for name, changes in rows.items():
+                known = set(vars(names[name].schedule)) | set(names[name].options)
+                assert set(changes) <= known, (preset, d, name)  # no typo'd setting goes unused
+                assert 0 < changes.get("num_steps", 1) <= names[name].schedule.num_steps
     table2 = {m.name: m for m in reproduce.config("table2", "paper")}
     assert list(table2) == ["CoopFlow", "NT-EBM", "ULA-EBM", "flowMC-EBM"]
     assert table2["flowMC-EBM"].options["n_particles"] == 128

@@ -42,7 +42,7 @@ from numpyro_ebm.reproduce.common import machine, sampler_work, total_work
 from numpyro_ebm.reproduce.figure1 import figure1
 from numpyro_ebm.reproduce.images import cifar10, digits
 from numpyro_ebm.reproduce.mixture import table2
-from numpyro_ebm.reproduce.mixture_presets import TABLE2_DIMS, TABLE2_RHAT
+from numpyro_ebm.reproduce.mixture_presets import TABLE2_AT_DIM, TABLE2_DIMS, TABLE2_RHAT
 from numpyro_ebm.reproduce.presets import GRID, PRESETS, FlowArch, Method, Schedule, check, config
 from numpyro_ebm.reproduce.toy2d import table1, table3
 
@@ -56,6 +56,7 @@ __all__ = [
     "sampler_work",
     "config",
     "GRID",
+    "TABLE2_AT_DIM",
     "TABLE2_DIMS",
     "TABLE2_RHAT",
 ]
@@ -69,7 +70,7 @@ EXPERIMENTS = {
     "digits": digits,
 }
 # Extra keyword arguments each experiment accepts (anything else is a usage error).
-_OPTIONS = {"figure1": ("steps",), "table2": ("dims",), "cifar10": ("data",), "digits": ()}
+_OPTIONS = {"figure1": ("steps",), "table2": ("dims", "methods"), "cifar10": ("data",), "digits": ()}
 
 
 def run(
@@ -89,7 +90,8 @@ def run(
         out_dir: directory for the outputs (created).
         key: integer seed.
         progress: show progress bars.
-        **options: ``dims=(16, 32)`` for ``table2`` (default: the preset's); ``steps=N`` for
+        **options: ``dims=(16, 32)`` for ``table2`` (default: the preset's) and ``methods=("NT-EBM",)``
+            (some rows only, each with its seed of the full table); ``steps=N`` for
             ``figure1`` (training steps per method); ``data=DIR`` for ``cifar10`` (required: the
             ``cifar-10-batches-bin`` folder).
 

@@ -11,6 +11,7 @@ of the R-hat itself excluded), is Figure 6 (``figure6.png``, log-log).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +30,7 @@ from numpyro_ebm.reproduce.common import (
     settings,
     train_method,
 )
-from numpyro_ebm.reproduce.mixture_presets import TABLE2_DIMS, TABLE2_RHAT, TABLE2_WIDTH
+from numpyro_ebm.reproduce.mixture_presets import TABLE2_AT_DIM, TABLE2_DIMS, TABLE2_RHAT, TABLE2_WIDTH
 from numpyro_ebm.reproduce.presets import config
 
 __all__ = ["table2", "PAPER_RHAT"]
@@ -69,8 +70,13 @@ class _RhatClock:
         return value
 
 
-def table2(preset: str, key, progress: bool, out_dir: Path, dims=None) -> dict[str, Any]:
+def table2(preset: str, key, progress: bool, out_dir: Path, dims=None, methods=None) -> dict[str, Any]:
+    """``methods``: names of the rows to run (default all); each keeps the seed it has in the full
+    table, so runs of single rows (in parallel processes, say) give the full run's numbers."""
     dims = TABLE2_DIMS[preset] if dims is None else tuple(dims)
+    names = [m.name for m in config("table2", preset)]
+    if methods is not None and (unknown := set(methods) - set(names)):
+        raise ValueError(f"methods={sorted(unknown)!r}: table2's rows are {names!r}.")
     rhat = TABLE2_RHAT[preset]
     out: dict[str, Any] = {"dims": {}, "rhat_chains": rhat["chains"], "rhat_calls": rhat["calls"]}
     out["paper_max_rhat"] = {
@@ -82,7 +88,9 @@ def table2(preset: str, key, progress: bool, out_dir: Path, dims=None) -> dict[s
         key_data, key_run, key_rhat, key_is = jax.random.split(jax.random.fold_in(key, d), 4)
         rows = {}
         for i, method in enumerate(config("table2", preset)):
-            method = replace(method, flow=replace(method.flow, width=TABLE2_WIDTH.get(d, method.flow.width)))
+            if methods is not None and method.name not in methods:
+                continue
+            method = _at_dim(method, preset, d)
             data = target.sample(key_data, method.schedule.num_data)
             key_i = jax.random.fold_in(key_run, i)
             clock = _RhatClock(method, rhat["chains"], rhat["history_calls"], jax.random.fold_in(key_i, 7))
@@ -103,6 +111,22 @@ def table2(preset: str, key, progress: bool, out_dir: Path, dims=None) -> dict[s
     plot(out_dir, lambda fig: _figure6(fig, curves, dims), "figure6.png", (4.0 * len(dims), 3.4))
     plot(out_dir, lambda fig: _figure6(fig, curves, dims), size=(4.0 * len(dims), 3.4))
     return out
+
+
+def _at_dim(method, preset: str, d: int):
+    """``method`` at dimension ``d``: the flow width of Table 6; the preset's changes for ``d``
+    (:data:`~numpyro_ebm.reproduce.mixture_presets.TABLE2_AT_DIM`)."""
+    method = replace(method, flow=replace(method.flow, width=TABLE2_WIDTH.get(d, method.flow.width)))
+    changes = dict(TABLE2_AT_DIM.get(preset, {}).get(d, {}).get(method.name, {}))
+    if not changes:
+        return method
+    if "num_steps" in changes:
+        changes["chunk_size"] = math.gcd(changes["num_steps"], method.schedule.chunk_size)
+    said = ", ".join(f"{k} {v}" for k, v in changes.items())
+    fields = vars(method.schedule)
+    options = {**method.options, **{k: v for k, v in changes.items() if k not in fields}}
+    method = method.with_schedule(**{k: v for k, v in changes.items() if k in fields})
+    return replace(method, options=options, note=f"{method.note}; d = {d}: {said}")
 
 
 def _evaluate(trained, method, target, rhat, key, key_is) -> dict[str, Any]:
