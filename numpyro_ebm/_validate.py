@@ -8,10 +8,11 @@ NumPy.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
-__all__ = ["is_count", "positive_int", "check_finite_rows"]
+__all__ = ["is_count", "positive_int", "fraction", "check_finite_rows"]
 
 
 def is_count(value: Any, minimum: int = 1) -> bool:
@@ -41,6 +42,25 @@ def positive_int(value: Any, name: str) -> int:
     if not is_count(value):
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
     return int(value)
+
+
+def fraction(value: Any, name: str, *, closed_high: bool = False) -> float:
+    """``value`` as a ``float`` if it is a finite number in ``[0, 1)`` (``[0, 1]`` with
+    ``closed_high``; a ``bool`` is not a number here), else ``ValueError``.
+
+    Example:
+        >>> fraction(0.25, "ema")
+        0.25
+        >>> fraction(1.0, "ema")
+        Traceback (most recent call last):
+        ...
+        ValueError: ema must be a number in [0, 1); got 1.0.
+    """
+    interval = "[0, 1]" if closed_high else "[0, 1)"
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or value > 1 or (value == 1 and not closed_high):
+        raise ValueError(f"{name} must be a number in {interval}; got {value!r}.")
+    return float(value)
 
 
 def check_finite_rows(x: Any, name: str, fix: str, *, error: type[Exception] = ValueError) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from typing import ClassVar
 
@@ -14,6 +13,7 @@ import paramax
 from flowjax.distributions import AbstractDistribution
 from jaxtyping import Array, PRNGKeyArray
 
+from numpyro_ebm._validate import fraction
 from numpyro_ebm.energy import EnergyModel, as_numpyro
 from numpyro_ebm.flowmc import FlowMCSettings, run_chains
 from numpyro_ebm.moves import init_chains
@@ -201,10 +201,7 @@ class FlowMC(AbstractNegatives):
         except (TypeError, ValueError) as err:
             raise type(err)(f"FlowMC: {err}") from None
         self.flow, self.n_cycles, self.keep = flow, n_cycles, keep
-        fraction = reference_fraction
-        if not (isinstance(fraction, numbers.Real) and not isinstance(fraction, bool) and 0 <= fraction < 1):
-            raise ValueError(f"FlowMC: reference_fraction must be a number in [0, 1); got {fraction!r}.")
-        self.reference_fraction = float(fraction)
+        self.reference_fraction = fraction(reference_fraction, "FlowMC: reference_fraction")
 
     def __check_init__(self):
         if self.settings.global_move not in ("isir", "imh"):

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 import numpyro_ebm.training as _package  # the chunk runner is looked up here: tests patch it
 from numpyro_ebm import checkpoints, sharding
+from numpyro_ebm._validate import fraction
 from numpyro_ebm.energy import EnergyModel
 from numpyro_ebm.flows import combine, partition
 from numpyro_ebm.negatives import AbstractNegatives
@@ -198,8 +199,8 @@ def train(
         raise ValueError(f"bank_size={bank_size} must be >= batch_size={batch_size}; enlarge the bank.")
     if not (isinstance(energy_l2, int | float) and math.isfinite(energy_l2) and energy_l2 >= 0):
         raise ValueError(f"energy_l2 must be a finite number >= 0; got {energy_l2!r}.")
-    average_last = checks._check_fraction("average_last", average_last)
-    ema = checks._check_fraction("ema", ema)
+    average_last = fraction(average_last, "average_last")
+    ema = fraction(ema, "ema")
     if max_chain_distance is not None and not (
         isinstance(max_chain_distance, int | float) and max_chain_distance > 0
     ):

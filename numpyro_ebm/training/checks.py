@@ -140,10 +140,3 @@ def settings_differences(saved: dict[str, Any], now: dict[str, Any], prefix: str
 
 def _is_nan(x) -> bool:
     return isinstance(x, float) and math.isnan(x)
-
-
-def _check_fraction(name: str, value, *, closed_high: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or value > 1 or (value == 1 and not closed_high):
-        raise ValueError(f"{name} must be a number in [0, 1); got {value!r}.")
-    return float(value)
