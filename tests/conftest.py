@@ -10,9 +10,61 @@ one worker finishes its last long test while the other idles. Running the heavie
 (longest-processing-time-first scheduling) lets the many short tests fill in at the end. The
 ranking below is by each file's measured total time (CPU seconds per file, 2-core machine); an
 unlisted file runs after the listed ones, in its usual order.
+
+Compilation is most of the suite's CPU time (JAX's own compile-time events: ~80% of a typical
+test), so the test session, and only the test session, sets two compiler settings. The library
+never changes JAX's global settings; users' processes keep JAX's defaults.
+
+* A persistent compilation cache shared by the two workers and every subprocess a test starts
+  (notebooks, command line), in a fresh temporary folder removed at the end of the run: a
+  program whose HLO another test already compiled is loaded, not compiled again. Programs recur
+  across tests (the same kernel on the same target with another key kind, with another model
+  function object, in a subprocess). Nothing is reused from earlier runs.
+* XLA CPU's older loop emitters (``--xla_cpu_use_fusion_emitters=false``), the option
+  ``numpyro_ebm._compile.large_program_options`` gives the tempered SMC level: compiling takes
+  less CPU and, on these small programs, so does running (measured on tests/test_keys.py, 106
+  -> 74 CPU s, and on a 2,000-step training test, 29.5 -> 23.5 CPU s). Only codegen changes:
+  tests/test_reproduce.py's two-process determinism test runs without both settings.
 """
 
+import os
+import shutil
+import sys
+import tempfile
+
+import pytest
+
 collect_ignore = ["scripts"]
+
+_CACHE = pytest.StashKey[str]()
+_FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
+
+
+def pytest_configure(config):
+    """Before anything compiles (collection imports the tests, some of which build flows): in the
+    main process, create the session's compilation cache and set the environment that the xdist
+    workers and test subprocesses inherit; in every process, point JAX at it."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # the main process: a worker inherits all of this
+        cache = tempfile.mkdtemp(prefix="numpyro-ebm-tests-jax-cache-")
+        config.stash[_CACHE] = cache
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # small programs recur too
+        os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_cpu_use_fusion_emitters" not in flags:  # a user's own choice wins
+            os.environ["XLA_FLAGS"] = f"{flags} {_FAST_COMPILE_FLAG}".strip()
+    if "jax" in sys.modules:  # imported already (a plugin): it has read its environment variables
+        jax = sys.modules["jax"]
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    cache = config.stash.get(_CACHE, None)
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
+
 
 HEAVIEST_FIRST = (
     "test_notebooks.py",

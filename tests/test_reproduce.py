@@ -202,7 +202,15 @@ def test_table3_quick_same_seed_same_numbers_in_two_processes(tmp_path):
     import subprocess
     import sys
 
-    plain = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    # The machine's defaults: no XLA flags and no test-session compilation cache (tests/conftest.py
+    # sets both), so each process compiles what it runs (or uses the CLI's own cache, as users do).
+    session = (
+        "XLA_FLAGS",
+        "JAX_COMPILATION_CACHE_DIR",
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES",
+    )
+    plain = {k: v for k, v in os.environ.items() if k not in session}
     envs = [dict(plain, PYTHONHASHSEED="1"), dict(plain, PYTHONHASHSEED="2")]
     argv = ["-m", "numpyro_ebm.cli", "reproduce", "table3", "--quick", "--seed", "3", "--no-progress"]
     procs = [

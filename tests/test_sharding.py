@@ -20,9 +20,9 @@ SCRIPTS = Path(__file__).parent / "scripts"
 
 
 def _run_with_devices(script: str, n_devices: int = 4) -> dict:
-    env = dict(
-        os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}", JAX_PLATFORMS="cpu"
-    )
+    # Added to the session's XLA flags (tests/conftest.py: faster compilation), not replacing them.
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n_devices}".strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     out = subprocess.run(
         [sys.executable, str(SCRIPTS / script)], env=env, capture_output=True, text=True, check=True
     )

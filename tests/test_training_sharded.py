@@ -39,7 +39,9 @@ COMPARED = ("loss", "energy_data", "energy_negatives", "local_accept", "flow_los
 
 @pytest.fixture(scope="module")
 def result() -> dict:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    # Added to the session's XLA flags (tests/conftest.py: faster compilation), not replacing them.
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     out = subprocess.run(
         [sys.executable, str(SCRIPTS / "train_sharded.py")], env=env, capture_output=True, text=True
     )
