@@ -123,11 +123,11 @@ ebm_ula = EnergyModel(nets.ToyNet(2, key=key_net), None)
 #   4 MALA steps] twice (the paper's setting), with its default MALA step: adapted toward 0.574
 #   acceptance from 0.1 (the paper fixes it at 0.01, which accepts nearly every MALA move and
 #   so moves the chains less);
-# * `negatives.ULA(step_size=0.01, n_steps=10)`: 10 ULA steps of size 0.01.
+# * `negatives.ULA(step_size=0.01, num_mcmc_steps=10)`: 10 ULA steps of size 0.01.
 
 # %%
 sampler_flowmc = negatives.FlowMC(flow)
-sampler_ula = negatives.ULA(step_size=0.01, n_steps=10, start="uniform", start_scale=4.0)
+sampler_ula = negatives.ULA(step_size=0.01, num_mcmc_steps=10, start="uniform", start_scale=4.0)
 
 # %% [markdown]
 # ## The learning rates, and tracking the weight while training
@@ -325,7 +325,7 @@ kernel = FlowMCKernel(
     flow=result_flowmc.flow,
     train_flow=False,
     global_move="isir",
-    n_particles=32,
+    num_particles=32,
 )
 mcmc = MCMC(
     kernel,

@@ -139,7 +139,7 @@ with warnings.catch_warnings():
         x_data,
         key=jax.random.key(4),
         negatives=ng.FlowMC(
-            flow, n_particles=PARTICLES, n_local_steps=4, n_cycles=1, step_size=1e-4, target_accept=0.6
+            flow, num_particles=PARTICLES, num_local_steps=4, num_cycles=1, step_size=1e-4, target_accept=0.6
         ),
         optimizer=optax.adam(1e-3),
         flow_optimizer=optax.adam(1e-3),

@@ -126,7 +126,7 @@ def warmup_update(kernel, state: FlowMCState, position: Float[Array, "chains dim
     settings = kernel.settings
     position, local_accept = sharding.replicate((position, state.local_accept_prob), kernel._mesh)
     step_size, adapt_state = state.step_size, state.adapt_state
-    if settings.adapt_step_size and settings.n_local_steps > 0:
+    if settings.adapt_step_size and settings.num_local_steps > 0:
         accept = jnp.mean(local_accept)
         adapt_state = adaptation.dual_averaging_update(adapt_state, accept, settings.target_accept_prob)
         # The averaged iterate is the better estimate; use it from the last warmup step on.

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpyro_ebm import diagnostics
+from numpyro_ebm._compat import get_renamed
 
 __all__ = ["WeightsDisagreeWarning", "plot_history", "zone_weight_disagreement"]
 
@@ -44,21 +45,21 @@ class WeightsDisagreeWarning(UserWarning):
 
 
 def resolve_zones(zones: Any) -> tuple[Callable | None, int]:
-    """``(zone_fn, n_zones)`` from a Target, a zone module with ``n_zones``, or ``None``."""
+    """``(zone_fn, num_zones)`` from a Target, a zone module with ``num_zones``, or ``None``."""
     if zones is None:
         return None, 0
     if not callable(zones) and callable(getattr(zones, "zones", None)):  # a Target
-        return zones.zones, int(zones.n_zones)
-    n = getattr(zones, "n_zones", None)
+        return zones.zones, int(zones.num_zones)
+    n = get_renamed(zones, "num_zones")
     if not callable(zones) or not isinstance(n, int):
         raise TypeError(
-            "zones must be a numpyro_ebm.datasets.Target or a zone function with an n_zones "
+            "zones must be a numpyro_ebm.datasets.Target or a zone function with a num_zones "
             f"attribute (e.g. datasets.NearestMeanZones(means)); got {type(zones).__name__}."
         )
     return zones, n
 
 
-def flow_check(ebm, flow, key, n: int, zone_fn, n_zones: int, bank):
+def flow_check(ebm, flow, key, n: int, zone_fn, num_zones: int, bank):
     """``(ess_fraction, model_zone_weights, bank_zone_weights)`` (the last two empty without
     zones), from :func:`numpyro_ebm.diagnostics.importance_sample`, the library's one importance
     sampler (compiled once per model structure)."""
@@ -66,8 +67,8 @@ def flow_check(ebm, flow, key, n: int, zone_fn, n_zones: int, bank):
     ess = sample.ess / n
     if zone_fn is None:
         return ess, jnp.zeros(0), jnp.zeros(0)
-    model = jax.ops.segment_sum(sample.normalized_weights, zone_fn(sample.points), n_zones)
-    return ess, model, diagnostics.zone_frequencies(bank, zone_fn, n_zones)
+    model = jax.ops.segment_sum(sample.normalized_weights, zone_fn(sample.points), num_zones)
+    return ess, model, diagnostics.zone_frequencies(bank, zone_fn, num_zones)
 
 
 def zone_weight_disagreement(model, bank, ess: float, bank_size: int) -> float:
@@ -91,7 +92,7 @@ def warn_if_disagree(history: Mapping[str, Any], bank_size: int, monitor_samples
             f"model's (flow importance weights, ESS {ess:.0f}) {np.round(model, 3).tolist()} differ "
             f"by {z:.1f} standard errors. If flow_ess is low the model's estimate is rough (the flow "
             "lags the EBM); otherwise the chains lag the EBM: train longer with a decaying rate, or "
-            "run more flowMC cycles per step (FlowMC(n_cycles=...)).",
+            "run more flowMC cycles per step (FlowMC(num_cycles=...)).",
             WeightsDisagreeWarning,
             stacklevel=3,
         )
