@@ -261,7 +261,7 @@ QUICK = Budget(
 @dataclasses.dataclass
 class Result:
     samples: np.ndarray  # (chains, draws, dim)
-    global_accept: float  # nan if no global move
+    global_accept_prob: float  # nan if no global move
     grad_evals: float  # per chain
     value_evals: float  # per chain
 
@@ -450,7 +450,7 @@ def run_all(targets: list[Target], budget: Budget, seeds: int, skip_flowmc: bool
                             run=timer.run,
                             error=target.mode_weight_error(res.samples),
                             ess=min_bulk_ess(res.samples),
-                            accept=res.global_accept,
+                            accept=res.global_accept_prob,
                             grad_evals=res.grad_evals,
                             value_evals=res.value_evals,
                         )

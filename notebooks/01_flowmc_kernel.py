@@ -256,10 +256,10 @@ def run_chains(key, chains, params):
 key_start, key_run = jax.random.split(jax.random.key(3))
 x0 = MEANS[0] + 0.7 * jax.random.normal(key_start, (512, 2))
 chains = moves.init_chains(x0, log_prob)
-chains, (share, global_accept) = run_chains(key_run, chains, params)
+chains, (share, global_accept_prob) = run_chains(key_run, chains, params)
 print("share in the heavy mode after each iteration:", np.round(np.asarray(share[:10], float), 2), "...")
 print(f"after {num_iterations} iterations: {float(share[-1]):.3f}")
-print(f"mean global acceptance: {float(global_accept.mean()):.2f}")
+print(f"mean global acceptance: {float(global_accept_prob.mean()):.2f}")
 
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.plot(np.arange(num_iterations + 1), np.concatenate([[0.0], share]), marker=".", label="flowMC chains")

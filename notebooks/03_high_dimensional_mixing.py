@@ -206,10 +206,10 @@ result_ula = train(ebm_ula, data, key=next(keys), negatives=sampler_ula, optimiz
 print(f"ULA-EBM:    {NUM_STEPS} steps in {time.perf_counter() - start:.0f} s")
 
 h = result_flowmc.history
-print(f"flowMC-EBM global acceptance per chunk: {np.round(h['global_accept'], 2)}")
+print(f"flowMC-EBM global acceptance per chunk: {np.round(h['global_accept_prob'], 2)}")
 print(
     f"flowMC-EBM MALA step size at the end: {float(result_flowmc.step_size):.3f} "
-    f"(local acceptance {h['local_accept'][-1]:.2f})"
+    f"(local acceptance {h['local_accept_prob'][-1]:.2f})"
 )
 
 # %% [markdown]

@@ -15,7 +15,15 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["RENAMED", "renamed_kwargs", "accepts_old_names", "old_name", "get_renamed", "renamed_keys"]
+__all__ = [
+    "RENAMED",
+    "renamed_kwargs",
+    "accepts_old_names",
+    "old_name",
+    "get_renamed",
+    "renamed_keys",
+    "RenamedKeys",
+]
 
 F = TypeVar("F", bound=Callable)
 
@@ -31,8 +39,11 @@ RENAMED: dict[str, str] = {
     "n_sectors": "num_sectors",
     "n_states": "num_states",
     "n_chains": "num_chains",
+    # Acceptance as NumPyro names it (accept_prob): negatives' samples, train()'s history.
+    "local_accept": "local_accept_prob",
+    "global_accept": "global_accept_prob",
 }
-"""Old name -> new name, for every public name renamed to ``num_*`` (issue 12)."""
+"""Old name -> new name, for every public name renamed in issue 12 (counts to ``num_*``)."""
 
 
 def _deprecated(where: str, old: str, new: str, stacklevel: int) -> None:
@@ -159,3 +170,24 @@ def renamed_keys(record: Any) -> Any:
     if isinstance(record, list):
         return [renamed_keys(v) for v in record]
     return record
+
+
+class RenamedKeys(dict):
+    """A dict (e.g. ``train()``'s history) that answers an old key with the new key's value,
+    with a ``DeprecationWarning``.
+
+    Example:
+        >>> history = RenamedKeys(local_accept_prob=[0.6])
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     history["local_accept"]
+        [0.6]
+    """
+
+    def __missing__(self, key):
+        new = RENAMED.get(key)
+        if new is None or new not in self:
+            raise KeyError(key)
+        _deprecated("key ", f"[{key!r}]", f"[{new!r}]", stacklevel=2)
+        return self[new]

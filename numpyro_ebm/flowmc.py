@@ -122,14 +122,14 @@ def flowmc_step(
     dtype = chains.position.dtype
     if global_move == "imh":
         chains, global_info = imh(key_global, chains, logdensity_fn, flow)
-        global_accept = global_info.accept_prob
+        global_accept_prob = global_info.accept_prob
     elif global_move == "isir":
         chains, global_info = isir(
             key_global, chains, logdensity_fn, flow, num_particles, batch_size=particle_batch_size
         )
-        global_accept = global_info.accept_prob
+        global_accept_prob = global_info.accept_prob
     else:  # no global move: NaN, as everywhere in the package (0 would read as "always rejected")
-        global_accept = jnp.full(chains.position.shape[:1], jnp.nan, dtype)
+        global_accept_prob = jnp.full(chains.position.shape[:1], jnp.nan, dtype)
     after_global = chains.position
 
     def local(chains, step_key):
@@ -138,12 +138,12 @@ def flowmc_step(
 
     if num_local_steps > 0:
         chains, (accept, path) = jax.lax.scan(local, chains, jax.random.split(key_local, num_local_steps))
-        local_accept = jnp.mean(accept, axis=0)
+        local_accept_prob = jnp.mean(accept, axis=0)
     else:
         path = jnp.zeros((0,) + chains.position.shape, dtype) if keep_trajectory else None
-        local_accept = jnp.zeros(chains.position.shape[:1], dtype)
+        local_accept_prob = jnp.zeros(chains.position.shape[:1], dtype)
     trajectory = jnp.concatenate([after_global[None], path]) if keep_trajectory else None
-    return chains, FlowMCInfo(local_accept, global_accept, trajectory)
+    return chains, FlowMCInfo(local_accept_prob, global_accept_prob, trajectory)
 
 
 def run_chains(

@@ -140,7 +140,7 @@ def test_demo_quick_is_reproduce_figure1(tmp_path, capsys):
     assert metrics["work"]["train_steps"] > 0 and metrics["work"]["sampler_energy_evals"] > 0
     assert metrics["machine"]["jax_backend"] and metrics["seconds"] > 0
     assert set(metrics["methods"]) == {"flowMC-EBM", "ULA-EBM"}
-    assert math.isfinite(metrics["methods"]["flowMC-EBM"]["global_accept"])
+    assert math.isfinite(metrics["methods"]["flowMC-EBM"]["global_accept_prob"])
     for summary in metrics["methods"].values():
         for key in ("weight", "bank_weight", "train_seconds", "abs_error", "last_quarter_range"):
             assert math.isfinite(summary[key]) and summary[key] >= 0

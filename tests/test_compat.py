@@ -107,9 +107,11 @@ def test_old_attribute_names_warn_and_read_the_new_ones():
         (lambda: sampler.n_chains(14), 2),  # an old method, reached through its alias
         (lambda: flowmc.n_cycles, 3),
         (lambda: flowmc.n_particles, flowmc.num_particles),
+        (lambda: ng.NegativeSample(0, 0, 0.5, 0.25, 0).local_accept, 0.5),
+        (lambda: ng.NegativeSample(0, 0, 0.5, 0.25, 0).global_accept, 0.25),
     ]
     for read, expected in reads:
-        with pytest.warns(DeprecationWarning, match=r"is deprecated; use \.num_"):
+        with pytest.warns(DeprecationWarning, match=r"is deprecated; use \.(num_|\w+_accept_prob)"):
             assert read() == expected
 
 
@@ -163,11 +165,19 @@ def test_a_checkpoint_from_before_the_rename_resumes(tmp_path):
     sampler_record = {new_to_old.get(k, k): v for k, v in manifest["config"]["sampler"].items()}
     assert {"n_particles", "n_local_steps", "n_cycles"} <= set(sampler_record)
     manifest["config"]["sampler"] = sampler_record
+    manifest["history"] = {new_to_old.get(k, k): v for k, v in manifest["history"].items()}
+    assert {"local_accept", "global_accept"} <= set(manifest["history"])
     manifest_path.write_text(json.dumps(manifest))
 
     resumed = train(ebm, data, resume=True, **kwargs)  # a finished run: returned as saved
     assert resumed.step == first.step == 2
-    assert eqx.tree_equal(eqx.filter(resumed.ebm, eqx.is_array), eqx.filter(first.ebm, eqx.is_array))
+    assert bool(eqx.tree_equal(eqx.filter(resumed.ebm, eqx.is_array), eqx.filter(first.ebm, eqx.is_array)))
+    for name in ("local_accept_prob", "global_accept_prob"):  # the old history, under the new names
+        np.testing.assert_array_equal(resumed.history[name], first.history[name])
+    with pytest.warns(
+        DeprecationWarning, match=r"\['local_accept'\] is deprecated; use \['local_accept_prob'\]"
+    ):
+        np.testing.assert_array_equal(resumed.history["local_accept"], first.history["local_accept_prob"])
     # The comparison still runs on the mapped names: an old record with another value is refused.
     manifest["config"]["sampler"]["n_particles"] = 6
     manifest_path.write_text(json.dumps(manifest))

@@ -202,9 +202,9 @@ def test_flow_with_nan_log_densities_mid_run_never_reaches_the_bank():
     history = result.history
     assert history["broken"][0] == 0 and history["broken"][-1] == 1  # it broke mid-run
     assert np.all(history["bank_finite"] == 1) and bool(jnp.all(jnp.isfinite(result.bank)))
-    for name in ("loss", "energy_negatives", "flow_loss", "global_accept"):
+    for name in ("loss", "energy_negatives", "flow_loss", "global_accept_prob"):
         assert np.all(np.isfinite(history[name])), name
-    assert history["global_accept"][-1] > 0.05  # the finite half of the proposals is still used
+    assert history["global_accept_prob"][-1] > 0.05  # the finite half of the proposals is still used
 
 
 # ------------------------------------------------------------------ bad input, before compiling

@@ -128,7 +128,7 @@ def test_runs_and_keeps_chains_finite(name):
         step_size = out.step_size
         assert out.negatives.shape == (N_CHAINS, DIM)
         assert bool(jnp.all(jnp.isfinite(out.negatives))) and bool(jnp.all(jnp.isfinite(bank)))
-        assert bool(jnp.isfinite(out.local_accept)) and bool(jnp.isfinite(step_size))
+        assert bool(jnp.isfinite(out.local_accept_prob)) and bool(jnp.isfinite(step_size))
     if sampler.persistent:  # chains that started in the valid region never enter the hole
         assert float(bank[:, 0].max()) <= 1.0
 

@@ -181,7 +181,7 @@ def test_cifar10_quick_end_to_end_on_binary_files(tmp_path, capsys):
     row = m["methods"]["flowMC-EBM"]
     assert m["num_train"] == 64 and m["num_test"] == 32  # the quick preset's sizes, read across files
     assert row["samples_finite"] and row["training_stopped"] is None
-    assert 0 <= row["global_accept"] <= 1
+    assert 0 <= row["global_accept_prob"] <= 1
     assert math.isclose(sum(row["class_balance"].values()), 1, abs_tol=1e-9)
     assert set(row["class_balance"]) == set(images.CIFAR10_CLASSES)
     assert _finite(*row["energy_mean"].values(), row["class_balance_tv"])

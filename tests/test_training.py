@@ -60,7 +60,7 @@ def test_flowmc_ebm_learns_the_2to1_weight():
     print(f"flowMC-EBM weight of the (1.5, 1.5) mode: {weight:.3f} (truth 0.667)")
     assert abs(weight - 2 / 3) < 0.06
     # The flow proposals are accepted: the chains jump between the modes.
-    assert result.history["global_accept"][-1] > 0.5
+    assert result.history["global_accept_prob"][-1] > 0.5
     assert abs(float(diagnostics.zone_weights(result.bank, target)[1]) - 2 / 3) < 0.1
 
 

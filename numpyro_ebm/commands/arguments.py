@@ -151,8 +151,8 @@ _HEADLINE = {
         "median_sq_log_density_error_at_data",
     ),
     "table2": ("max_rhat", "mode_weights_chains", "mode_weights_is"),
-    "cifar10": ("global_accept", "class_balance_tv", "energy_gap"),
-    "digits": ("global_accept", "class_balance_tv", "energy_gap"),
+    "cifar10": ("global_accept_prob", "class_balance_tv", "energy_gap"),
+    "digits": ("global_accept_prob", "class_balance_tv", "energy_gap"),
 }
 
 

@@ -210,9 +210,9 @@ def report(manifest: dict[str, Any], out: Path) -> str:
     h = manifest["history"]
     lines = []
     if len(h["step"]):
-        line = f"loss {h['loss'][-1]:.3g}, local acceptance {h['local_accept'][-1]:.2f}"
-        if math.isfinite(h["global_accept"][-1]):
-            line += f", global acceptance {h['global_accept'][-1]:.2f}"
+        line = f"loss {h['loss'][-1]:.3g}, local acceptance {h['local_accept_prob'][-1]:.2f}"
+        if math.isfinite(h["global_accept_prob"][-1]):
+            line += f", global acceptance {h['global_accept_prob'][-1]:.2f}"
         lines.append(f"step {manifest['steps']}: {line}")
     lines.append(
         f"saved the model to {out} ({manifest['time_s']:.0f} s); next: `{PROG} sample --run {out}` "

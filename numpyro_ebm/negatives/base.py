@@ -37,23 +37,26 @@ class NegativeSample(NamedTuple):
     Attributes:
         final: the chains' last states, written back to the bank, shape ``(chains, dim)``.
         negatives: the negative samples, shape ``(batch, dim)`` (``chains * k`` with ``keep=k``).
-        local_accept: mean acceptance of the local (MALA/ULA) steps, scalar.
-        global_accept: mean acceptance of the global flow moves, scalar; NaN without them.
+        local_accept_prob: mean acceptance of the local (MALA/ULA) steps, scalar.
+        global_accept_prob: mean acceptance of the global flow moves, scalar; NaN without them.
         step_size: the step size for the next call (adapted if the sampler has a target).
     """
 
     final: Float[Array, "chains dim"]
     negatives: Float[Array, "batch dim"]
-    local_accept: Float[Array, ""]
-    global_accept: Float[Array, ""]
+    local_accept_prob: Float[Array, ""]
+    global_accept_prob: Float[Array, ""]
     step_size: Float[Array, ""]
+
+    local_accept = old_name("local_accept_prob")
+    global_accept = old_name("global_accept_prob")
 
 
 class _Run(NamedTuple):
     final: Array
     trajectory: Array | None  # (states, chains, dim) when negatives are thinned from it
-    local_accept: Array
-    global_accept: Array
+    local_accept_prob: Array
+    global_accept_prob: Array
 
 
 def _is_positive_number(value) -> bool:
@@ -260,9 +263,9 @@ class AbstractNegatives(eqx.Module):
         return NegativeSample(
             final=run.final,
             negatives=jax.lax.stop_gradient(negatives),
-            local_accept=jnp.asarray(run.local_accept, positions.dtype),
-            global_accept=jnp.asarray(run.global_accept, positions.dtype),
-            step_size=self._adapt(step_size, run.local_accept),
+            local_accept_prob=jnp.asarray(run.local_accept_prob, positions.dtype),
+            global_accept_prob=jnp.asarray(run.global_accept_prob, positions.dtype),
+            step_size=self._adapt(step_size, run.local_accept_prob),
         )
 
     def _adapt(self, step_size: Array, accept: Array) -> Array:
@@ -289,15 +292,15 @@ class AbstractStepNegatives(AbstractNegatives):
 
 
 def _langevin_run(
-    move, key, log_density, positions, step_size, num_mcmc_steps, keep_trajectory, **move_kwargs
+    move, key, logdensity_fn, positions, step_size, num_mcmc_steps, keep_trajectory, **move_kwargs
 ) -> _Run:
     """``num_mcmc_steps`` of one gradient move (ULA or MALA) as a ``lax.scan``."""
 
     def step(chains, step_key):
-        chains, info = move(step_key, chains, log_density, step_size, **move_kwargs)
+        chains, info = move(step_key, chains, logdensity_fn, step_size, **move_kwargs)
         return chains, (jnp.mean(info.accept_prob), chains.position if keep_trajectory else None)
 
-    chains = init_chains(positions, log_density)
+    chains = init_chains(positions, logdensity_fn)
     chains, (accept, trajectory) = jax.lax.scan(step, chains, jax.random.split(key, num_mcmc_steps))
     return _Run(chains.position, trajectory, jnp.mean(accept), jnp.full((), jnp.nan, positions.dtype))
 

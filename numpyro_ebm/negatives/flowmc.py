@@ -251,15 +251,15 @@ class FlowMC(AbstractNegatives):
             )
 
     def _run(self, key, ebm, flow, positions, step_size) -> _Run:
-        log_density = _point_log_density(ebm)
-        chains = init_chains(positions, log_density)
+        logdensity_fn = _point_log_density(ebm)
+        chains = init_chains(positions, logdensity_fn)
         if self.reference_fraction > 0:
             self._check_tilt(ebm)
             flow = DefensiveProposal(flow, as_numpyro(ebm.base), self.reference_fraction)
         chains, info = run_chains(
             key,
             chains,
-            log_density,
+            logdensity_fn,
             flow,
             self.settings,
             self.num_cycles,

@@ -225,7 +225,7 @@ def sampler_chains(sampler, ebm, flow, start, step_size, key, calls: int):
     ``calls`` times as long from fresh starts, thinned to ``calls`` evenly spaced states.
 
     Returns:
-        ``(chains, global_accept)``: ``(len(start), calls, dim)`` and the mean global acceptance
+        ``(chains, global_accept_prob)``: ``(len(start), calls, dim)`` and the mean global acceptance
         (NaN without global moves).
     """
     if sampler.persistent:
@@ -241,7 +241,7 @@ def _persistent_chains(sampler, ebm, flow, start, step_size, key, calls):
     def body(carry, k):
         x, eta = carry
         out = sampler(k, ebm, flow, x, eta)
-        return (out.final, out.step_size), (out.final, out.global_accept)
+        return (out.final, out.step_size), (out.final, out.global_accept_prob)
 
     _, (states, accept) = jax.lax.scan(body, (start, step_size), jax.random.split(key, calls))
     return jnp.swapaxes(states, 0, 1), jnp.mean(accept)
@@ -250,7 +250,7 @@ def _persistent_chains(sampler, ebm, flow, start, step_size, key, calls):
 @eqx.filter_jit
 def _restarting_chains(sampler, ebm, flow, start, step_size, key, calls):
     out = sampler(key, ebm, flow, start, step_size)
-    return jnp.swapaxes(out.negatives.reshape(calls, start.shape[0], -1), 0, 1), out.global_accept
+    return jnp.swapaxes(out.negatives.reshape(calls, start.shape[0], -1), 0, 1), out.global_accept_prob
 
 
 def chain_starts(sampler, ebm, flow, bank, key, n: int):

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 import numpyro_ebm.training as _package  # the chunk runner is looked up here: tests patch it
 from numpyro_ebm import checkpoints, sharding
+from numpyro_ebm._compat import RenamedKeys
 from numpyro_ebm._validate import fraction
 from numpyro_ebm.energy import EnergyModel
 from numpyro_ebm.flows import combine, partition
@@ -40,8 +41,8 @@ HISTORY_FIELDS = (
     "energy_data",
     "energy_negatives",
     "energy_gap",
-    "local_accept",
-    "global_accept",
+    "local_accept_prob",
+    "global_accept_prob",
     "flow_loss",
     "step_size",
     "flow_ess",
@@ -367,7 +368,7 @@ def train(
     return TrainResult(
         ebm=ebm_out,
         flow=flow_out,
-        history={name: np.asarray(values) for name, values in history.items()},
+        history=RenamedKeys({name: np.asarray(values) for name, values in history.items()}),
         bank=carry.bank,
         step_size=carry.step_size,
         opt_state=carry.opt_state,

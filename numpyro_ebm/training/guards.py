@@ -49,7 +49,7 @@ def _resume(checkpoint: Path, carry: _Carry, history: dict, key_data, config: di
             + "). Resume with the checkpoint's settings, or start afresh in another checkpoint_dir."
         )
     carry, manifest = checkpoints.load_checkpoint(checkpoint, carry)
-    saved = manifest["history"]
+    saved = renamed_keys(manifest["history"])
     rows = len(saved["step"])
     history = {name: list(saved.get(name, [math.nan] * rows)) for name in history}  # new metrics: NaN
     return carry, history

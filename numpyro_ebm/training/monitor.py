@@ -36,7 +36,14 @@ __all__ = ["WeightsDisagreeWarning", "plot_history", "zone_weight_disagreement"]
 # The gap between bank and model weights counts as a disagreement beyond this many standard
 # errors: with a handful of zones and one check per run, 4 SE keeps false alarms below ~1e-3.
 DISAGREEMENT_SE = 4.0
-_STEP_MEANS = ("loss", "energy_data", "energy_negatives", "local_accept", "global_accept", "flow_loss")
+_STEP_MEANS = (
+    "loss",
+    "energy_data",
+    "energy_negatives",
+    "local_accept_prob",
+    "global_accept_prob",
+    "flow_loss",
+)
 
 
 class WeightsDisagreeWarning(UserWarning):
@@ -112,7 +119,7 @@ def plot_history(history: Mapping[str, Any], *, true_weights=None, axes=None):
     Example:
         >>> import numpy as np
         >>> history = {"step": np.array([100, 200]), "flow_ess": np.array([0.9, 0.8]),
-        ...            "local_accept": np.array([0.6, 0.6]), "global_accept": np.array([0.9, 0.8]),
+        ...            "local_accept_prob": np.array([0.6, 0.6]), "global_accept_prob": np.array([0.9, 0.8]),
         ...            "energy_gap": np.array([0.1, 0.0]),
         ...            "model_zone_weights": np.array([[0.3, 0.7], [0.35, 0.65]]),
         ...            "bank_zone_weights": np.array([[0.32, 0.68], [0.34, 0.66]])}
@@ -130,8 +137,8 @@ def plot_history(history: Mapping[str, Any], *, true_weights=None, axes=None):
     ax = axes[0]
     for name, label in (
         ("flow_ess", "flow IS ESS / n"),
-        ("global_accept", "global accept"),
-        ("local_accept", "local accept"),
+        ("global_accept_prob", "global accept"),
+        ("local_accept_prob", "local accept"),
     ):
         if name in history and np.size(history[name]):
             ax.plot(step, np.asarray(history[name], float), label=label)
@@ -175,10 +182,10 @@ def postfix(row: Mapping[str, Any]) -> dict[str, str]:
     postfix = {
         "loss": f"{row['loss']:.3g}",
         "gap": f"{row['energy_gap']:.2g}",
-        "local": f"{row['local_accept']:.2f}",
+        "local": f"{row['local_accept_prob']:.2f}",
     }
-    if math.isfinite(row["global_accept"]):
-        postfix["global"] = f"{row['global_accept']:.2f}"
+    if math.isfinite(row["global_accept_prob"]):
+        postfix["global"] = f"{row['global_accept_prob']:.2f}"
     if math.isfinite(row["flow_ess"]):
         postfix["ess"] = f"{row['flow_ess']:.2f}"
     if "model_zone_weights" in row:

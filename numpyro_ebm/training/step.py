@@ -43,8 +43,8 @@ class _StepStats(NamedTuple):
     loss: Array
     energy_data: Array
     energy_negatives: Array
-    local_accept: Array
-    global_accept: Array
+    local_accept_prob: Array
+    global_accept_prob: Array
     flow_loss: Array
     chain_distance: Array  # largest distance of a moved chain from the data's centre
 
@@ -131,8 +131,8 @@ def _train_step(
         loss,
         jnp.mean(e_pos),
         jnp.mean(e_neg),
-        sample.local_accept,
-        sample.global_accept,
+        sample.local_accept_prob,
+        sample.global_accept_prob,
         flow_loss,
         distance,
     )
