@@ -113,13 +113,7 @@ class CoopFlow(AbstractStepNegatives):
     start: ClassVar[str] = "flow"
 
     def _run(self, key, ebm, flow, positions, step_size) -> _Run:
+        steps, thin = self.num_mcmc_steps, self.keep != "last"
         return _langevin_run(
-            ula,
-            key,
-            _point_log_density(ebm),
-            positions,
-            step_size,
-            self.num_mcmc_steps,
-            self.keep != "last",
-            noise_scale=0.0,
+            ula, key, _point_log_density(ebm), positions, step_size, steps, thin, noise_scale=0.0
         )

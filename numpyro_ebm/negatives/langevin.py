@@ -44,15 +44,8 @@ class _GradientChains(AbstractStepNegatives):
     _starts: ClassVar[tuple[str, ...]] = NOISE_STARTS
 
     def _run(self, key, ebm, flow, positions, step_size) -> _Run:
-        return _langevin_run(
-            self._move,
-            key,
-            _point_log_density(ebm),
-            positions,
-            step_size,
-            self.num_mcmc_steps,
-            self.keep != "last",
-        )
+        steps, thin = self.num_mcmc_steps, self.keep != "last"
+        return _langevin_run(self._move, key, _point_log_density(ebm), positions, step_size, steps, thin)
 
 
 @accepts_old_names
