@@ -57,7 +57,7 @@ def main():
                 k_fit, params, static, opt_state, out.negatives, optimizer, num_steps=1
             )
             flow_heavy = jnp.mean(combine(params, static).sample(k_probe, (4096,))[:, 0] > 0)
-            stats = (jnp.mean(out.final[:, 0] > 0), flow_heavy, out.global_accept)
+            stats = (jnp.mean(out.final[:, 0] > 0), flow_heavy, out.global_accept_prob)
             return (out.final, out.step_size, params, opt_state), stats
 
         carry = (bank, step_size, params, opt_state)

@@ -99,10 +99,10 @@ def d16(ema: float, seed: int, dim: int = 16, steps: int = 3000) -> dict:
         ebm, data, key=key_train, negatives=ng.FlowMC(flow), num_steps=steps, batch_size=128,
         bank_size=4096, chunk_size=steps // 20, zones=target, progress=False, ema=ema,
     )  # fmt: skip
-    zone_fn, n_zones = monitor.resolve_zones(target)
+    zone_fn, num_zones = monitor.resolve_zones(target)
     out, truth = {}, np.asarray(target.weights)
     for name, model in (("average", r.ebm), ("last_iterate", r.ebm_last)):
-        ess, w, bank = monitor.flow_check(model, r.flow, jax.random.key(7), 16384, zone_fn, n_zones, r.bank)
+        ess, w, bank = monitor.flow_check(model, r.flow, jax.random.key(7), 16384, zone_fn, num_zones, r.bank)
         w = np.asarray(w)
         out[name] = {"weights": w.round(4).tolist(), "ess_fraction": round(float(ess), 3),
                      "max_error": round(float(np.abs(w - truth).max()), 4)}  # fmt: skip

@@ -63,9 +63,9 @@ flowMC 0.6 MALA calls value_and_grad twice per step (current point and proposal)
 start point of each local and global block once more; its flow proposals are value-only:
   flowMC   = loops * (2 * local_steps grad + (global_steps + 2) value)
 FlowMCKernel caches the gradient, so a MALA step costs one grad; IMH evaluates each flow proposal
-with its gradient; i-SIR evaluates n_particles - 1 proposals value-only, then one grad at the pick:
-  i-SIR    = 1 grad + iterations * ((n_local_steps + 1) grad + (n_particles - 1) value)
-  IMH      = 1 grad + iterations * (n_local_steps + 1) grad
+with its gradient; i-SIR evaluates num_particles - 1 proposals value-only, then one grad at the pick:
+  i-SIR    = 1 grad + iterations * ((num_local_steps + 1) grad + (num_particles - 1) value)
+  IMH      = 1 grad + iterations * (num_local_steps + 1) grad
   NUTS     = sum of leapfrog steps (measured, NumPyro's "num_steps"), all grad
 Flow training is matched too: flowMC trains train_loops * epochs * (n_max_examples // batch_size)
 Adam steps, FlowMCKernel num_warmup * flow_steps_per_iteration, both on batches of 256."""
@@ -261,7 +261,7 @@ QUICK = Budget(
 @dataclasses.dataclass
 class Result:
     samples: np.ndarray  # (chains, draws, dim)
-    global_accept: float  # nan if no global move
+    global_accept_prob: float  # nan if no global move
     grad_evals: float  # per chain
     value_evals: float  # per chain
 
@@ -285,9 +285,9 @@ class FlowMCKernelRunner:
         self.make_kernel = lambda: FlowMCKernel(
             potential_fn=lambda x: -target.log_density(x),
             step_size=b.step_size,
-            n_local_steps=local,
+            num_local_steps=local,
             global_move=global_move,
-            n_particles=particles,
+            num_particles=particles,
             flow_steps_per_iteration=flow_steps,
             flow_batch_size=b.batch_size,
             buffer_iterations=b.buffer_iterations,
@@ -450,7 +450,7 @@ def run_all(targets: list[Target], budget: Budget, seeds: int, skip_flowmc: bool
                             run=timer.run,
                             error=target.mode_weight_error(res.samples),
                             ess=min_bulk_ess(res.samples),
-                            accept=res.global_accept,
+                            accept=res.global_accept_prob,
                             grad_evals=res.grad_evals,
                             value_evals=res.value_evals,
                         )

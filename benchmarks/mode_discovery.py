@@ -49,9 +49,9 @@ def one_mode_start(target: Target, chains: int, seed: int) -> np.ndarray:
     return np.asarray(target.distribution.means[0] + 0.5 * jax.random.normal(key, (chains, target.dim)))
 
 
-def zone_weights(zones: np.ndarray, n_zones: int) -> tuple[np.ndarray, np.ndarray]:
+def zone_weights(zones: np.ndarray, num_zones: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean over chains of the per-chain zone frequencies, and its SE; ``zones`` is ``(chains, draws)``."""
-    per_chain = np.stack([(zones == k).mean(axis=1) for k in range(n_zones)], axis=-1)
+    per_chain = np.stack([(zones == k).mean(axis=1) for k in range(num_zones)], axis=-1)
     return per_chain.mean(0), per_chain.std(0, ddof=1) / np.sqrt(zones.shape[0])
 
 
@@ -69,7 +69,7 @@ def run(name, *, off=False, global_move="imh", chains=64, warmup=300, samples=30
         kernel = ne.FlowMCKernel(
             potential_fn=lambda x: -target.log_prob(x),
             global_move=global_move,
-            n_particles=16,
+            num_particles=16,
             tempering=tempering,
         )
         run_args, run_kwargs = (), {"init_params": one_mode_start(target, chains, seed)}

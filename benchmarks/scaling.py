@@ -48,9 +48,9 @@ def time_cycle(chains: int, particles: int, dim: int, repeats: int = 7) -> float
             target.log_prob,
             flows.combine(params, static),
             step_size=0.05,
-            n_local_steps=4,
+            num_local_steps=4,
             global_move="isir",
-            n_particles=particles,
+            num_particles=particles,
         )
 
     jax.block_until_ready(cycle(jax.random.key(2), state, params))  # compile

@@ -117,7 +117,7 @@ print(az.summary(az.from_numpyro(nuts), kind="diagnostics"))
 # `global_accept_prob` (the flow move) are recorded per chain and iteration.
 
 # %%
-kernel = FlowMCKernel(model, global_move="isir", n_particles=16, n_local_steps=4)
+kernel = FlowMCKernel(model, global_move="isir", num_particles=16, num_local_steps=4)
 mcmc = MCMC(
     kernel,
     num_warmup=NUM_WARMUP,
@@ -192,7 +192,7 @@ plt.show()
 # (`FlowMCKernel(model, flow=trained)` would instead keep training it during warmup.)
 
 # %%
-frozen = FlowMCKernel(model, flow=trained, train_flow=False, global_move="isir", n_particles=16)
+frozen = FlowMCKernel(model, flow=trained, train_flow=False, global_move="isir", num_particles=16)
 mcmc_frozen = MCMC(
     frozen,
     num_warmup=50 if FAST else 100,
@@ -210,7 +210,7 @@ print(f"frozen flow, share in the heavy mode: {float(heavy_share(x_frozen)):.3f}
 #
 # For a sampler inside a larger JAX program (the EBM trainer is one), skip `MCMC` and call the
 # transition itself: `flowmc_step(key, chains, logdensity_fn,
-# flow, ...)` moves a batch of chains by one global move and `n_local_steps` MALA steps. It is
+# flow, ...)` moves a batch of chains by one global move and `num_local_steps` MALA steps. It is
 # pure, so it goes into `jax.jit` and `lax.scan` as is. `logdensity_fn` takes one point of
 # shape `(dim,)`.
 #
@@ -244,9 +244,9 @@ def run_chains(key, chains, params):
             log_prob,
             flow,
             step_size=step_size,
-            n_local_steps=4,
+            num_local_steps=4,
             global_move="isir",
-            n_particles=16,
+            num_particles=16,
         )
         return chains, (heavy_share(chains.position), jnp.mean(info.global_accept_prob))
 
@@ -256,10 +256,10 @@ def run_chains(key, chains, params):
 key_start, key_run = jax.random.split(jax.random.key(3))
 x0 = MEANS[0] + 0.7 * jax.random.normal(key_start, (512, 2))
 chains = moves.init_chains(x0, log_prob)
-chains, (share, global_accept) = run_chains(key_run, chains, params)
+chains, (share, global_accept_prob) = run_chains(key_run, chains, params)
 print("share in the heavy mode after each iteration:", np.round(np.asarray(share[:10], float), 2), "...")
 print(f"after {num_iterations} iterations: {float(share[-1]):.3f}")
-print(f"mean global acceptance: {float(global_accept.mean()):.2f}")
+print(f"mean global acceptance: {float(global_accept_prob.mean()):.2f}")
 
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.plot(np.arange(num_iterations + 1), np.concatenate([[0.0], share]), marker=".", label="flowMC chains")

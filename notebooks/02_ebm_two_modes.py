@@ -123,11 +123,11 @@ ebm_ula = EnergyModel(nets.ToyNet(2, key=key_net), None)
 #   4 MALA steps] twice (the paper's setting), with its default MALA step: adapted toward 0.574
 #   acceptance from 0.1 (the paper fixes it at 0.01, which accepts nearly every MALA move and
 #   so moves the chains less);
-# * `negatives.ULA(step_size=0.01, n_steps=10)`: 10 ULA steps of size 0.01.
+# * `negatives.ULA(step_size=0.01, num_mcmc_steps=10)`: 10 ULA steps of size 0.01.
 
 # %%
 sampler_flowmc = negatives.FlowMC(flow)
-sampler_ula = negatives.ULA(step_size=0.01, n_steps=10, start="uniform", start_scale=4.0)
+sampler_ula = negatives.ULA(step_size=0.01, num_mcmc_steps=10, start="uniform", start_scale=4.0)
 
 # %% [markdown]
 # ## The learning rates, and tracking the weight while training
@@ -135,7 +135,7 @@ sampler_ula = negatives.ULA(step_size=0.01, n_steps=10, start="uniform", start_s
 # The flow is fitted to the negatives by one optax step per EBM step (forward KL,
 # $-\frac1n\sum_i \log q(x^-_i)$). The two learning rates must be **co-adjusted**: if the EBM
 # moves much faster than its flow, the flow stops being a good proposal and the global moves stop
-# being accepted (`history["global_accept"]` and `history["flow_ess"]` show it). `train`'s
+# being accepted (`history["global_accept_prob"]` and `history["flow_ess"]` show it). `train`'s
 # default gives both models the same Adam rate: a short warmup to $10^{-3}$ (the paper's rate for
 # flowMC-EBM on its other 2-D tasks), then a cosine decay to $10^{-5}$ at the end of the run
 # (`training.default_schedule`): the decay removes the mini-batch noise that keeps a
@@ -207,7 +207,7 @@ for name, h in [("flowMC-EBM", h_flowmc), ("ULA-EBM", h_ula)]:
     )
 print(
     f"flowMC-EBM global (i-SIR) acceptance, first and last chunk: "
-    f"{h_flowmc['global_accept'][0]:.2f}, {h_flowmc['global_accept'][-1]:.2f}"
+    f"{h_flowmc['global_accept_prob'][0]:.2f}, {h_flowmc['global_accept_prob'][-1]:.2f}"
 )
 
 # %% [markdown]
@@ -236,8 +236,8 @@ histories = {
 }
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
 plotting.plot_weight_history(histories, true_weight=2 / 3, ax=axes[0], ylabel="weight of the (1.5, 1.5) mode")
-axes[1].plot(h_flowmc["step"], h_flowmc["global_accept"], label="global (i-SIR) acceptance")
-axes[1].plot(h_flowmc["step"], h_flowmc["local_accept"], label="local (MALA) acceptance")
+axes[1].plot(h_flowmc["step"], h_flowmc["global_accept_prob"], label="global (i-SIR) acceptance")
+axes[1].plot(h_flowmc["step"], h_flowmc["local_accept_prob"], label="local (MALA) acceptance")
 axes[1].set(xlabel="training step", ylabel="flowMC-EBM acceptance", ylim=(0, 1.02))
 axes[1].legend(frameon=False)
 plt.show()
@@ -325,7 +325,7 @@ kernel = FlowMCKernel(
     flow=result_flowmc.flow,
     train_flow=False,
     global_move="isir",
-    n_particles=32,
+    num_particles=32,
 )
 mcmc = MCMC(
     kernel,

@@ -123,7 +123,7 @@ def run(kernel, num_chains, extra_fields=()):
 
 nuts, x_nuts = run(NUTS(model), 16)
 # The flowMC transition as one settings object (i-SIR with 4 MALA steps per cycle by default).
-kernel = FlowMCKernel(model, settings=FlowMCSettings(n_particles=16))
+kernel = FlowMCKernel(model, settings=FlowMCSettings(num_particles=16))
 mcmc, x_flowmc = run(kernel, NUM_CHAINS, ("local_accept_prob", "global_accept_prob"))
 print(f"FlowMCKernel's global acceptance {float(mcmc.get_extra_fields()['global_accept_prob'].mean()):.2f}")
 
@@ -173,9 +173,9 @@ ebm_flowmc = EnergyModel(nets.ToyNet(DIM, key=key_net), flow.base_dist)
 ebm_ula = EnergyModel(nets.ToyNet(DIM, key=key_net), None)
 
 sampler_flowmc = negatives.FlowMC(
-    flow, n_particles=64, n_cycles=2, n_local_steps=8, keep=4, step_size=0.1, target_accept=0.6
+    flow, num_particles=64, num_cycles=2, num_local_steps=8, keep=4, step_size=0.1, target_accept=0.6
 )
-sampler_ula = negatives.ULA(step_size=1e-3, n_steps=32, start="gaussian", start_scale=sigma)
+sampler_ula = negatives.ULA(step_size=1e-3, num_mcmc_steps=32, start="gaussian", start_scale=sigma)
 
 
 def adam():
@@ -206,10 +206,10 @@ result_ula = train(ebm_ula, data, key=next(keys), negatives=sampler_ula, optimiz
 print(f"ULA-EBM:    {NUM_STEPS} steps in {time.perf_counter() - start:.0f} s")
 
 h = result_flowmc.history
-print(f"flowMC-EBM global acceptance per chunk: {np.round(h['global_accept'], 2)}")
+print(f"flowMC-EBM global acceptance per chunk: {np.round(h['global_accept_prob'], 2)}")
 print(
     f"flowMC-EBM MALA step size at the end: {float(result_flowmc.step_size):.3f} "
-    f"(local acceptance {h['local_accept'][-1]:.2f})"
+    f"(local acceptance {h['local_accept_prob'][-1]:.2f})"
 )
 
 # %% [markdown]
@@ -224,14 +224,14 @@ print(
 
 # %%
 @eqx.filter_jit
-def continue_chains(sampler, ebm, flow, start, step_size, key, n_draws):
-    """Run `n_draws` sampler calls from `start` with a fixed EBM; returns (chains, draws, dim)."""
+def continue_chains(sampler, ebm, flow, start, step_size, key, num_draws):
+    """Run `num_draws` sampler calls from `start` with a fixed EBM; returns (chains, draws, dim)."""
 
     def one_call(x, key):
         out = sampler(key, ebm, flow, x, step_size)
         return out.final, out.final
 
-    _, draws = jax.lax.scan(one_call, start, jax.random.split(key, n_draws))
+    _, draws = jax.lax.scan(one_call, start, jax.random.split(key, num_draws))
     return jnp.swapaxes(draws, 0, 1)
 
 
@@ -285,11 +285,11 @@ plt.show()
 # The best any model can reach is the truth's own test log-likelihood, $\mathbb E \log \pi$.
 
 # %%
-n_is = 5_000 if FAST else 20_000
+num_is = 5_000 if FAST else 20_000
 key_is = next(keys)
-log_z, ess = diagnostics.log_normalizer(result_flowmc.ebm, result_flowmc.flow, key_is, n_is)
-ll_flowmc, _ = diagnostics.test_log_likelihood(result_flowmc.ebm, test, result_flowmc.flow, key_is, n_is)
-print(f"flowMC-EBM: log Z = {float(log_z):.3f}, ESS {float(ess):.0f} of {n_is}")
+log_z, ess = diagnostics.log_normalizer(result_flowmc.ebm, result_flowmc.flow, key_is, num_is)
+ll_flowmc, _ = diagnostics.test_log_likelihood(result_flowmc.ebm, test, result_flowmc.flow, key_is, num_is)
+print(f"flowMC-EBM: log Z = {float(log_z):.3f}, ESS {float(ess):.0f} of {num_is}")
 print(f"test log-likelihood per point: flowMC-EBM {float(ll_flowmc):.3f}")
 print(f"                               its flow    {float(result_flowmc.flow.log_prob(test).mean()):.3f}")
 print(f"                               the truth   {float(target.log_prob(test).mean()):.3f}")
@@ -299,7 +299,7 @@ print(f"                               the truth   {float(target.log_prob(test).
 # weights summed per zone.
 
 # %%
-x_is, log_q = result_flowmc.flow.sample_and_log_prob(key_is, (n_is,))
+x_is, log_q = result_flowmc.flow.sample_and_log_prob(key_is, (num_is,))
 w = jax.nn.softmax(result_flowmc.ebm.log_density(x_is) - log_q)
 print(
     "flowMC-EBM zone weights by importance sampling:",

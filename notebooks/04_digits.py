@@ -139,7 +139,7 @@ with warnings.catch_warnings():
         x_data,
         key=jax.random.key(4),
         negatives=ng.FlowMC(
-            flow, n_particles=PARTICLES, n_local_steps=4, n_cycles=1, step_size=1e-4, target_accept=0.6
+            flow, num_particles=PARTICLES, num_local_steps=4, num_cycles=1, step_size=1e-4, target_accept=0.6
         ),
         optimizer=optax.adam(1e-3),
         flow_optimizer=optax.adam(1e-3),
@@ -153,8 +153,8 @@ elapsed = time.perf_counter() - start
 history = result.history
 print(f"{NUM_STEPS} steps in {elapsed:.0f} s (compilation included) on {jax.devices()[0].platform}")
 print(
-    f"last chunk: global (i-SIR) acceptance {history['global_accept'][-1]:.2f}, "
-    f"MALA acceptance {history['local_accept'][-1]:.2f}, MALA step size {history['step_size'][-1]:.1e}"
+    f"last chunk: global (i-SIR) acceptance {history['global_accept_prob'][-1]:.2f}, "
+    f"MALA acceptance {history['local_accept_prob'][-1]:.2f}, MALA step size {history['step_size'][-1]:.1e}"
 )
 
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
@@ -162,8 +162,8 @@ axes[0].plot(history["step"], history["energy_data"], label="E(data)")
 axes[0].plot(history["step"], history["energy_negatives"], label="E(negatives)")
 axes[0].set_title("mean energies (their level drifts freely)")
 axes[0].legend()
-axes[1].plot(history["step"], history["global_accept"], label="global (i-SIR)")
-axes[1].plot(history["step"], history["local_accept"], label="local (MALA)")
+axes[1].plot(history["step"], history["global_accept_prob"], label="global (i-SIR)")
+axes[1].plot(history["step"], history["local_accept_prob"], label="local (MALA)")
 axes[1].set_title("acceptance")
 axes[1].set_ylim(0, 1)
 axes[1].legend()

@@ -113,8 +113,8 @@ def log_evidence(
     if flow is None:
         defensive = 1.0
     mean, chol = _broad_gaussian(_unconstrained_draws(mcmc, model_args, model_kwargs))
-    n_gauss = num_draws if flow is None else int(round(defensive * num_draws))
-    log_w = np.asarray(_log_weights(key, logdensity_fn, flow, mean, chol, num_draws, n_gauss, defensive))
+    num_gauss = num_draws if flow is None else int(round(defensive * num_draws))
+    log_w = np.asarray(_log_weights(key, logdensity_fn, flow, mean, chol, num_draws, num_gauss, defensive))
     return _psis_estimate(log_w)
 
 
@@ -148,14 +148,14 @@ def _gauss_log_prob(x, mean, chol):
 
 
 @eqx.filter_jit
-def _log_weights(key, logdensity_fn, flow, mean, chol, n, n_gauss, defensive):
+def _log_weights(key, logdensity_fn, flow, mean, chol, n, num_gauss, defensive):
     key_flow, key_gauss = jax.random.split(key)
     dim = mean.shape[0]
-    x_gauss = mean + jax.random.normal(key_gauss, (n_gauss, dim), mean.dtype) @ chol.T
+    x_gauss = mean + jax.random.normal(key_gauss, (num_gauss, dim), mean.dtype) @ chol.T
     if flow is None:
         x, log_r = x_gauss, _gauss_log_prob(x_gauss, mean, chol)
     else:
-        x_flow = flow.sample(key_flow, (n - n_gauss,)).astype(mean.dtype)
+        x_flow = flow.sample(key_flow, (n - num_gauss,)).astype(mean.dtype)
         x = jnp.concatenate([x_flow, x_gauss])
         log_q = flow.log_prob(x)
         if defensive == 0.0:

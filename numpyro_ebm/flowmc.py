@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from numpyro_ebm._compat import renamed_kwargs
 from numpyro_ebm._keys import as_typed_key
 from numpyro_ebm._validate import positive_int
 from numpyro_ebm.moves import ChainState, LogDensityFn, imh, isir, mala
@@ -43,7 +44,7 @@ class FlowMCInfo(NamedTuple):
             i-SIR), shape ``(chains,)``; NaN when there is no global move (as in
             ``negatives``' history).
         trajectory: the positions after the global move and after each local step, shape
-            ``(1 + n_local_steps, chains, dim)``, when ``keep_trajectory=True``; else ``None``.
+            ``(1 + num_local_steps, chains, dim)``, when ``keep_trajectory=True``; else ``None``.
     """
 
     local_accept_prob: Float[Array, " chains"]
@@ -55,18 +56,23 @@ KERNEL_SETTINGS = FlowMCSettings(global_move="imh")
 """``FlowMCKernel``'s (and its tempered SMC's) transition when the user passes none: the
 library's one set of defaults with IMH as the global move. After tempered warmup the flow covers
 the posterior, and an IMH proposal costs one density evaluation per chain where i-SIR costs
-``n_particles``; the training bank keeps i-SIR, whose resampling tolerates a flow that lags a
+``num_particles``; the training bank keeps i-SIR, whose resampling tolerates a flow that lags a
 moving EBM."""
 
 
-def check_flowmc_settings(step_size, n_local_steps, global_move, n_particles) -> None:
+@renamed_kwargs()
+def check_flowmc_settings(step_size, num_local_steps, global_move, num_particles) -> None:
     """Raise a ``ValueError`` naming the bad setting (kept for callers that predate
     :class:`FlowMCSettings`, which now holds the checks)."""
     FlowMCSettings(
-        step_size=step_size, n_local_steps=n_local_steps, global_move=global_move, n_particles=n_particles
+        step_size=step_size,
+        num_local_steps=num_local_steps,
+        global_move=global_move,
+        num_particles=num_particles,
     )
 
 
+@renamed_kwargs()
 def flowmc_step(
     key: PRNGKeyArray,
     chains: ChainState,
@@ -74,13 +80,13 @@ def flowmc_step(
     flow,
     *,
     step_size: Float[Array, ""] | Float[Array, " chains"] | float,
-    n_local_steps: int,
+    num_local_steps: int,
     global_move: GlobalMove = "imh",
-    n_particles: int = 32,
+    num_particles: int = 32,
     particle_batch_size: int | None = None,
     keep_trajectory: bool = False,
 ) -> tuple[ChainState, FlowMCInfo]:
-    """Advance every chain by one flowMC cycle: one global move, then ``n_local_steps`` MALA steps.
+    """Advance every chain by one flowMC cycle: one global move, then ``num_local_steps`` MALA steps.
 
     Args:
         key: PRNG key.
@@ -89,9 +95,9 @@ def flowmc_step(
         flow: flowjax distribution of shape ``(dim,)`` proposing the global moves (use
             ``flows.combine(params, static)`` inside ``jit``); ignored if ``global_move=None``.
         step_size: MALA step size, scalar or ``(chains,)``.
-        n_local_steps: MALA steps after the global move (static).
+        num_local_steps: MALA steps after the global move (static).
         global_move: ``"imh"``, ``"isir"`` or ``None`` (MALA only).
-        n_particles: i-SIR particles per chain, current state included.
+        num_particles: i-SIR particles per chain, current state included.
         particle_batch_size: chains per batch when evaluating i-SIR particles (memory bound).
         keep_trajectory: also return every intermediate position (for negatives taken evenly
             from the trajectory).
@@ -107,7 +113,7 @@ def flowmc_step(
         >>> flow = default_flow(jax.random.key(0), 2, identity_init=True)
         >>> chains = init_chains(jnp.zeros((16, 2)), logp)
         >>> chains, info = jax.jit(lambda k, c: flowmc_step(k, c, logp, flow, step_size=0.1,
-        ...                        n_local_steps=4, global_move="isir", n_particles=8))(
+        ...                        num_local_steps=4, global_move="isir", num_particles=8))(
         ...     jax.random.key(1), chains)
         >>> info.local_accept_prob.shape
         (16,)
@@ -116,28 +122,28 @@ def flowmc_step(
     dtype = chains.position.dtype
     if global_move == "imh":
         chains, global_info = imh(key_global, chains, logdensity_fn, flow)
-        global_accept = global_info.accept_prob
+        global_accept_prob = global_info.accept_prob
     elif global_move == "isir":
         chains, global_info = isir(
-            key_global, chains, logdensity_fn, flow, n_particles, batch_size=particle_batch_size
+            key_global, chains, logdensity_fn, flow, num_particles, batch_size=particle_batch_size
         )
-        global_accept = global_info.accept_prob
+        global_accept_prob = global_info.accept_prob
     else:  # no global move: NaN, as everywhere in the package (0 would read as "always rejected")
-        global_accept = jnp.full(chains.position.shape[:1], jnp.nan, dtype)
+        global_accept_prob = jnp.full(chains.position.shape[:1], jnp.nan, dtype)
     after_global = chains.position
 
     def local(chains, step_key):
         chains, info = mala(step_key, chains, logdensity_fn, step_size)
         return chains, (info.accept_prob, chains.position if keep_trajectory else None)
 
-    if n_local_steps > 0:
-        chains, (accept, path) = jax.lax.scan(local, chains, jax.random.split(key_local, n_local_steps))
-        local_accept = jnp.mean(accept, axis=0)
+    if num_local_steps > 0:
+        chains, (accept, path) = jax.lax.scan(local, chains, jax.random.split(key_local, num_local_steps))
+        local_accept_prob = jnp.mean(accept, axis=0)
     else:
         path = jnp.zeros((0,) + chains.position.shape, dtype) if keep_trajectory else None
-        local_accept = jnp.zeros(chains.position.shape[:1], dtype)
+        local_accept_prob = jnp.zeros(chains.position.shape[:1], dtype)
     trajectory = jnp.concatenate([after_global[None], path]) if keep_trajectory else None
-    return chains, FlowMCInfo(local_accept, global_accept, trajectory)
+    return chains, FlowMCInfo(local_accept_prob, global_accept_prob, trajectory)
 
 
 def run_chains(
@@ -163,7 +169,7 @@ def run_chains(
         num_steps: flowMC cycles (static).
         step_size: MALA step size (scalar or ``(chains,)``, may be traced); defaults to
             ``settings.step_size``.
-        keep_trajectory: also return every state (``(num_steps * (1 + n_local_steps), chains,
+        keep_trajectory: also return every state (``(num_steps * (1 + num_local_steps), chains,
             dim)`` in ``info.trajectory``).
 
     Returns:
@@ -177,7 +183,7 @@ def run_chains(
         >>> logp = lambda x: -0.5 * jnp.sum(x**2)
         >>> flow = default_flow(jax.random.key(0), 2, identity_init=True)
         >>> chains, info = run_chains(jax.random.key(1), init_chains(jnp.zeros((8, 2)), logp), logp,
-        ...                           flow, FlowMCSettings(n_particles=4), 3)
+        ...                           flow, FlowMCSettings(num_particles=4), 3)
         >>> info.local_accept_prob.shape, chains.position.shape
         ((3, 8), (8, 2))
     """

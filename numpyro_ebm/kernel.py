@@ -2,7 +2,7 @@
 
 All chains of an ``MCMC(..., chain_method="vectorized")`` run share one normalizing flow. Each
 iteration is one :func:`~numpyro_ebm.flowmc.flowmc_step` (a global flow move, IMH or i-SIR, then
-``n_local_steps`` MALA steps). After tempering the flow is fitted (forward KL) in ``init``, before
+``num_local_steps`` MALA steps). After tempering the flow is fitted (forward KL) in ``init``, before
 the sampling loop, else during warmup to a ring buffer of recent states
 (:mod:`numpyro_ebm.kernel_warmup`); during warmup the MALA step size adapts by NumPyro's dual
 averaging; after warmup
@@ -25,6 +25,7 @@ from numpyro.util import identity
 
 from numpyro_ebm import adaptation, flows, kernel_warmup, sharding
 from numpyro_ebm import tempering as tempering_
+from numpyro_ebm._compat import renamed_kwargs
 from numpyro_ebm._compile import ONE_SHOT
 from numpyro_ebm._kernel_checks import (
     FROM_SETTINGS,
@@ -49,7 +50,7 @@ class FlowMCKernel(MCMCKernel):
 
     One iteration = one global move proposed by a normalizing flow (``"imh"``: independent
     Metropolis-Hastings; ``"isir"``: iterated sampling-importance-resampling with
-    ``n_particles`` particles, the current state included) followed by ``n_local_steps`` MALA
+    ``num_particles`` particles, the current state included) followed by ``num_local_steps`` MALA
     steps ``x' = x + eta grad log pi(x) + sqrt(2 eta) xi``. All chains share the flow, so this is
     an ensemble kernel: use ``MCMC(..., num_chains=N >= 2, chain_method="vectorized")``.
 
@@ -78,9 +79,9 @@ class FlowMCKernel(MCMCKernel):
         step_size: initial MALA step size ``eta`` (> 0) in ``x' = x + eta grad log pi(x) +
             sqrt(2 eta) xi``: the Langevin time step, so the proposal's variance is ``2 eta``
             (HMC's ``step_size`` ``epsilon`` corresponds to ``eta = epsilon^2 / 2``).
-        n_local_steps: MALA steps per iteration.
+        num_local_steps: MALA steps per iteration.
         global_move: ``"imh"``, ``"isir"`` or ``None`` (plain MALA; useful as a baseline).
-        n_particles: i-SIR particles per chain, current state included.
+        num_particles: i-SIR particles per chain, current state included.
         target_accept_prob: MALA acceptance targeted during warmup (0.574 is optimal for MALA).
         adapt_step_size: adapt the MALA step size during warmup.
         train_flow: fit the flow during warmup. ``False`` freezes a pre-trained flow.
@@ -120,6 +121,7 @@ class FlowMCKernel(MCMCKernel):
 
     sample_field = "z"
 
+    @renamed_kwargs()
     def __init__(
         self,
         model: Callable | None = None,
@@ -128,9 +130,9 @@ class FlowMCKernel(MCMCKernel):
         flow=None,
         settings: FlowMCSettings | None = None,
         step_size: float | None = None,
-        n_local_steps: int | None = None,
+        num_local_steps: int | None = None,
         global_move: str | None = FROM_SETTINGS,
-        n_particles: int | None = None,
+        num_particles: int | None = None,
         target_accept_prob: float | None = None,
         adapt_step_size: bool | None = None,
         train_flow: bool = True,
@@ -149,9 +151,9 @@ class FlowMCKernel(MCMCKernel):
         self.settings = kernel_settings(
             settings,
             step_size=step_size,
-            n_local_steps=n_local_steps,
+            num_local_steps=num_local_steps,
             global_move=global_move,
-            n_particles=n_particles,
+            num_particles=num_particles,
             target_accept_prob=target_accept_prob,
             adapt_step_size=adapt_step_size,
             particle_batch_size=particle_batch_size,

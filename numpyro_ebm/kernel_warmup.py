@@ -124,10 +124,10 @@ def warmup_update(kernel, state: FlowMCState, position: Float[Array, "chains dim
     ``target_accept_prob``; without an annealing before the loop, also the flow, by forward KL on
     the buffer after writing ``position`` into it."""
     settings = kernel.settings
-    position, local_accept = sharding.replicate((position, state.local_accept_prob), kernel._mesh)
+    position, local_accept_prob = sharding.replicate((position, state.local_accept_prob), kernel._mesh)
     step_size, adapt_state = state.step_size, state.adapt_state
-    if settings.adapt_step_size and settings.n_local_steps > 0:
-        accept = jnp.mean(local_accept)
+    if settings.adapt_step_size and settings.num_local_steps > 0:
+        accept = jnp.mean(local_accept_prob)
         adapt_state = adaptation.dual_averaging_update(adapt_state, accept, settings.target_accept_prob)
         # The averaged iterate is the better estimate; use it from the last warmup step on.
         step_size = jnp.where(

@@ -11,7 +11,7 @@ Conventions (Grenioux et al. 2023, App. A):
   ``eta`` (``step_size``) is a scalar or one value per chain, shape ``(chains,)``.
 * IMH proposes ``x' ~ q`` (a flowjax distribution) and accepts with
   ``min(1, pi(x') q(x) / (pi(x) q(x')))``.
-* i-SIR draws ``n_particles - 1`` fresh proposals, keeps the current state as particle 0 and
+* i-SIR draws ``num_particles - 1`` fresh proposals, keeps the current state as particle 0 and
   resamples one particle with weights ``pi / q``. Its "acceptance" is ``P(index != 0)``.
 
 Robustness: a proposal whose log-density (or, for gradient moves, gradient) is NaN or infinite is
@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from numpyro_ebm._compat import renamed_kwargs
 from numpyro_ebm._keys import as_typed_key
 
 LogDensityFn = Callable[[Float[Array, " dim"]], Float[Array, ""]]
@@ -253,28 +254,29 @@ def imh(
     return _metropolis(key_acc, log_ratio, finite, ChainState(proposal, logdensity, grad), state)
 
 
+@renamed_kwargs()
 def isir(
     key: PRNGKeyArray,
     state: ChainState,
     logdensity_fn: LogDensityFn,
     flow,
-    n_particles: int,
+    num_particles: int,
     *,
     batch_size: int | None = None,
 ) -> tuple[ChainState, MoveInfo]:
     """Iterated sampling-importance-resampling with a flow proposal (paper Algorithm 6).
 
-    Particle 0 is the current state; ``n_particles - 1`` fresh flow proposals join it, and one
-    of the ``n_particles`` is drawn with probability proportional to ``pi / q``.
+    Particle 0 is the current state; ``num_particles - 1`` fresh flow proposals join it, and one
+    of the ``num_particles`` is drawn with probability proportional to ``pi / q``.
 
     Args:
         key: PRNG key.
         state: current chains, ``(chains, dim)``.
         logdensity_fn: log-density of one point.
         flow: a flowjax distribution of shape ``(dim,)``.
-        n_particles: particles per chain, counting the current state (``>= 2``).
+        num_particles: particles per chain, counting the current state (``>= 2``).
         batch_size: evaluate the target on at most this many chains' particles at a time
-            (``jax.lax.map``); bounds memory when ``chains * n_particles`` is large.
+            (``jax.lax.map``); bounds memory when ``chains * num_particles`` is large.
             ``None`` evaluates everything in one batch.
 
     Returns:
@@ -291,11 +293,13 @@ def isir(
         >>> state.position.shape
         (8, 2)
     """
-    if n_particles < 2:
-        raise ValueError(f"n_particles must be >= 2 (the current state counts as one); got {n_particles}.")
+    if num_particles < 2:
+        raise ValueError(
+            f"num_particles must be >= 2 (the current state counts as one); got {num_particles}."
+        )
     key_prop, key_pick = jax.random.split(as_typed_key(key))
     chains, dim = state.position.shape
-    proposals, log_q_prop = flow.sample_and_log_prob(key_prop, (chains, n_particles - 1))
+    proposals, log_q_prop = flow.sample_and_log_prob(key_prop, (chains, num_particles - 1))
     logdensity_one_chain = jax.vmap(logdensity_fn)
     if batch_size is None:
         log_pi_prop = jax.vmap(logdensity_one_chain)(proposals)
@@ -313,7 +317,7 @@ def isir(
     moved = index != 0
     chosen = jnp.take_along_axis(proposals, jnp.maximum(index - 1, 0)[:, None, None], axis=1)[:, 0]
     position = jnp.where(moved[:, None], chosen, state.position)
-    # Gradients only at the chosen points: chains evaluations instead of chains * n_particles.
+    # Gradients only at the chosen points: chains evaluations instead of chains * num_particles.
     logdensity, grad = _value_and_grad(logdensity_fn, position)
     # The chosen particle had a finite weight, but its gradient may still be non-finite.
     ok = moved & _is_finite_point(logdensity, grad)

@@ -90,7 +90,7 @@ def build(name: str, net, flow=None, options: dict[str, Any] | None = None, *, b
         net: the energy network ``E`` (e.g. ``nets.ToyNet(dim, key=k)``).
         flow: the flow (``None`` for samplers without one). For NT-EBM it becomes the EBM's
             trainable tilt; for flowMC-EBM and CoopFlow the sampler's flow.
-        options: keyword arguments of the negatives class (``n_particles``, ``step_size``, ...).
+        options: keyword arguments of the negatives class (``num_particles``, ``step_size``, ...).
         base: the tilt of a ``"base"``-tilted EBM; default ``flow.base_dist``. Image flows pass
             their push-forward (``images.image_tilt``), the flow's density at initialisation.
 
@@ -102,7 +102,7 @@ def build(name: str, net, flow=None, options: dict[str, Any] | None = None, *, b
         >>> from numpyro_ebm.flows import default_flow
         >>> from numpyro_ebm.nets import ToyNet
         >>> flow = default_flow(jax.random.key(0), 2, identity_init=True)
-        >>> ebm, sampler = build("flowmc", ToyNet(2, key=jax.random.key(1)), flow, {"n_particles": 8})
+        >>> ebm, sampler = build("flowmc", ToyNet(2, key=jax.random.key(1)), flow, {"num_particles": 8})
         >>> type(sampler).__name__, ebm.dim, ebm.base is not None  # tilted by the flow's base
         ('FlowMC', 2, True)
     """
@@ -128,7 +128,7 @@ def make_sampler(name: str, flow=None, options: dict[str, Any] | None = None):
     ``from_settings`` (``negatives.FlowMC``) with the other options.
 
     Example:
-        >>> type(make_sampler("ula", None, {"n_steps": 5})).__name__
+        >>> type(make_sampler("ula", None, {"num_mcmc_steps": 5})).__name__
         'ULA'
     """
     cls = sampler_class(name)

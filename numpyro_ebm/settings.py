@@ -14,6 +14,7 @@ import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from numpyro_ebm._compat import accepts_old_names, old_name, renamed_kwargs
 from numpyro_ebm._validate import is_count
 
 if TYPE_CHECKING:  # annotations only: importing these would import JAX
@@ -40,6 +41,7 @@ def _smallest(value) -> float | None:
         return None
 
 
+@accepts_old_names
 @dataclass(frozen=True)
 class FlowMCSettings:
     """The settings of the flowMC transition, with the library's one set of defaults.
@@ -52,11 +54,11 @@ class FlowMCSettings:
 
     Attributes:
         step_size: initial MALA step size (adapted when ``adapt_step_size``).
-        n_local_steps: MALA steps after each global move (``>= 0``; ``>= 1`` without a
+        num_local_steps: MALA steps after each global move (``>= 0``; ``>= 1`` without a
             global move).
-        global_move: ``"isir"`` (one of ``n_particles`` flow proposals, the paper's choice),
+        global_move: ``"isir"`` (one of ``num_particles`` flow proposals, the paper's choice),
             ``"imh"`` (independent Metropolis-Hastings) or ``None`` (MALA only).
-        n_particles: i-SIR particles per chain, the current state included (``>= 2``).
+        num_particles: i-SIR particles per chain, the current state included (``>= 2``).
         particle_batch_size: chains per batch when evaluating i-SIR particles (memory bound;
             ``None``: all at once).
         target_accept_prob: MALA acceptance the step size adapts toward (0.574 is optimal for
@@ -66,35 +68,38 @@ class FlowMCSettings:
             target moves.
 
     Example:
-        >>> settings = FlowMCSettings(n_local_steps=8)
-        >>> settings.global_move, settings.n_particles, settings.adapt_step_size
+        >>> settings = FlowMCSettings(num_local_steps=8)
+        >>> settings.global_move, settings.num_particles, settings.adapt_step_size
         ('isir', 32, True)
-        >>> FlowMCSettings(n_particles=1)  # doctest: +ELLIPSIS
+        >>> FlowMCSettings(num_particles=1)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: n_particles must be an integer >= 2 for global_move='isir' ...; got 1.
+        ValueError: num_particles must be an integer >= 2 for global_move='isir' ...; got 1.
     """
 
     step_size: float = 0.1
-    n_local_steps: int = 4
+    num_local_steps: int = 4
     global_move: GlobalMove = "isir"
-    n_particles: int = 32
+    num_particles: int = 32
     particle_batch_size: int | None = None
     target_accept_prob: float = 0.574
     adapt_step_size: bool = True
 
+    n_local_steps = old_name("num_local_steps")
+    n_particles = old_name("num_particles")
+
     def __post_init__(self):
         if self.global_move not in GLOBAL_MOVES:
             raise ValueError(f"global_move must be one of {GLOBAL_MOVES}; got {self.global_move!r}.")
-        if not is_count(self.n_local_steps, 0):
-            raise ValueError(f"n_local_steps must be an integer >= 0; got {self.n_local_steps!r}.")
-        if self.global_move == "isir" and not is_count(self.n_particles, 2):
+        if not is_count(self.num_local_steps, 0):
+            raise ValueError(f"num_local_steps must be an integer >= 0; got {self.num_local_steps!r}.")
+        if self.global_move == "isir" and not is_count(self.num_particles, 2):
             raise ValueError(
-                f"n_particles must be an integer >= 2 for global_move='isir' (the current state "
-                f"counts as one particle); got {self.n_particles!r}."
+                f"num_particles must be an integer >= 2 for global_move='isir' (the current state "
+                f"counts as one particle); got {self.num_particles!r}."
             )
-        if self.global_move is None and self.n_local_steps == 0:
-            raise ValueError("with global_move=None, n_local_steps must be >= 1, or nothing moves.")
+        if self.global_move is None and self.num_local_steps == 0:
+            raise ValueError("with global_move=None, num_local_steps must be >= 1, or nothing moves.")
         batch = self.particle_batch_size
         if batch is not None and not is_count(batch, 1):
             raise ValueError(f"particle_batch_size must be None or an integer >= 1; got {batch!r}.")
@@ -107,6 +112,7 @@ class FlowMCSettings:
         if eta is not None and not (math.isfinite(eta) and eta > 0):
             raise ValueError(f"step_size must be positive and finite; got {self.step_size!r}.")
 
+    @renamed_kwargs()
     def replace(self, **fields) -> FlowMCSettings:
         """These settings with ``fields`` replaced (checked again; an unknown name raises a
         ``TypeError`` listing the fields).
@@ -152,9 +158,9 @@ class FlowMCSettings:
             logdensity_fn,
             flow,
             step_size=self.step_size if step_size is None else step_size,
-            n_local_steps=self.n_local_steps,
+            num_local_steps=self.num_local_steps,
             global_move=self.global_move,
-            n_particles=self.n_particles,
+            num_particles=self.num_particles,
             particle_batch_size=self.particle_batch_size,
             keep_trajectory=keep_trajectory,
         )

@@ -30,7 +30,17 @@ TINY_TRAIN = [
     *("--net-widths", "16,16"),
 ]
 TINY_FLOW = ["--flow-layers", "1", "--flow-width", "8"]
-TINY_SAMPLE = ["--num-samples", "8", "--chains", "4", "--warmup", "4", "--n-particles", "4", "--no-progress"]
+TINY_SAMPLE = [
+    "--num-samples",
+    "8",
+    "--chains",
+    "4",
+    "--warmup",
+    "4",
+    "--num-particles",
+    "4",
+    "--no-progress",
+]
 TINY_EVAL = ["--num-importance", "256", "--num-test", "128", "--resolution", "24"]
 
 
@@ -81,9 +91,9 @@ def test_sampler_flags_are_generated_from_flowmc_settings(capsys):
         assert all("--" + name.replace("_", "-") in out for name in names)
     args = cli.build_parser().parse_args(["sample", "--run", "r"])
     assert {name: getattr(args, name) for name in names} == dataclasses.asdict(FlowMCSettings())
-    argv = ["train", "--steps", "1", "--out", "o", "--n-particles", "8", "--no-adapt-step-size"]
+    argv = ["train", "--steps", "1", "--out", "o", "--num-particles", "8", "--no-adapt-step-size"]
     args = cli.build_parser().parse_args([*argv, "--global-move", "none"])
-    assert (args.n_particles, args.adapt_step_size, args.global_move) == (8, False, None)
+    assert (args.num_particles, args.adapt_step_size, args.global_move) == (8, False, None)
     assert not hasattr(args, "step_size")  # not given: the sampler's own default holds
 
 
@@ -130,7 +140,7 @@ def test_demo_quick_is_reproduce_figure1(tmp_path, capsys):
     assert metrics["work"]["train_steps"] > 0 and metrics["work"]["sampler_energy_evals"] > 0
     assert metrics["machine"]["jax_backend"] and metrics["seconds"] > 0
     assert set(metrics["methods"]) == {"flowMC-EBM", "ULA-EBM"}
-    assert math.isfinite(metrics["methods"]["flowMC-EBM"]["global_accept"])
+    assert math.isfinite(metrics["methods"]["flowMC-EBM"]["global_accept_prob"])
     for summary in metrics["methods"].values():
         for key in ("weight", "bank_weight", "train_seconds", "abs_error", "last_quarter_range"):
             assert math.isfinite(summary[key]) and summary[key] >= 0
@@ -155,7 +165,7 @@ def test_demo_quick_is_reproduce_figure1(tmp_path, capsys):
 def named_run(tmp_path_factory):
     """flowMC-EBM on two_modes, tiny; then sampled."""
     out = tmp_path_factory.mktemp("runs") / "two_modes"
-    argv = ["train", "--data", "two_modes", "--num-data", "64", "--sampler", "flowmc", "--n-particles", "4"]
+    argv = ["train", "--data", "two_modes", "--num-data", "64", "--sampler", "flowmc", "--num-particles", "4"]
     assert cli.main([*argv, "--out", str(out), *TINY_TRAIN, *TINY_FLOW]) == 0
     # No warmup: the trained flow proposes as it is (one compiled program fewer); warmup with a
     # flow fitted from scratch is test_user_npy_file_train_resume_sample_evaluate's.
@@ -277,8 +287,8 @@ def test_unknown_sampler(tmp_path, capsys):
         (["train", "--data", "mnist", "--sampler", "ula", "--steps", "2"], "mnist"),
         (["train", "--data", "two_modes", "--sampler", "ula", "--steps", "0"], "'0'"),
         (
-            ["train", "--data", "two_modes", "--sampler", "ula", "--steps", "2", "--n-particles", "8"],
-            "--n-particles",
+            ["train", "--data", "two_modes", "--sampler", "ula", "--steps", "2", "--num-particles", "8"],
+            "--num-particles",
         ),
         (["train", "--data", "gaussian_mixture", "--sampler", "ula", "--steps", "2"], "--dim"),
         (
@@ -296,8 +306,8 @@ def test_unknown_sampler(tmp_path, capsys):
         (["sample", "--run", "/nonexistent/run"], "/nonexistent/run"),
         # FlowMCSettings checks the transition; the message names the flags, before any work.
         (
-            ["sample", "--run", "/nonexistent/run", "--n-particles", "1"],
-            "--n-particles must be an integer >= 2",
+            ["sample", "--run", "/nonexistent/run", "--num-particles", "1"],
+            "--num-particles must be an integer >= 2",
         ),
         (
             [

@@ -60,7 +60,7 @@ def test_target_structure(name):
     assert target.log_prob(x[None]).shape == (1, 7)  # any batch shape
     assert target.zones(x).shape == (7,)
     assert jnp.issubdtype(target.zones(x).dtype, jnp.integer)
-    assert target.weights.shape == (target.n_zones,)
+    assert target.weights.shape == (target.num_zones,)
     assert jnp.allclose(target.zone_weights, target.weights)
     assert abs(float(target.weights.sum()) - 1) < 1e-6  # float32 rounding of a sum of <= 8 terms
     assert (target.bounds is not None) == (target.dim == 2)
@@ -70,7 +70,7 @@ def test_target_structure(name):
 def test_zone_frequencies_match_weights(name):
     target = ALL_TARGETS[name]()
     x = target.sample(jax.random.key(1), N_SAMPLES)
-    freq = np.bincount(np.asarray(target.zones(x)), minlength=target.n_zones) / N_SAMPLES
+    freq = np.bincount(np.asarray(target.zones(x)), minlength=target.num_zones) / N_SAMPLES
     w = np.asarray(target.weights, np.float64)
     se = np.sqrt(w * (1 - w) / N_SAMPLES)
     # 4 binomial standard errors per zone: a correct sampler fails one zone w.p. 6e-5.

@@ -97,7 +97,7 @@ def test_zone_weights_bad_inputs_raise():
         dg.zone_frequencies(x[0], target)
     with pytest.raises(ValueError, match="at least 2"):
         dg.zone_frequencies(x, target.zones, 1)  # zone index 1 does not fit one zone
-    with pytest.raises(ValueError, match="pass n_zones"):
+    with pytest.raises(ValueError, match="pass num_zones"):
         dg.zone_frequencies(x, lambda p: jnp.zeros(p.shape[:-1], jnp.int32))
     with pytest.raises(ValueError, match="needs bounds"):
         dg.zone_weights(target.log_prob, target.zones)
@@ -125,11 +125,11 @@ def test_grid_zone_weights_class_agrees_with_zone_weights(name):
     log_density = lambda x: target.log_prob(x) + 0.3 * x[..., 0] - 4.0
     expected = dg.zone_weights(log_density, target, resolution=64)
     weights = dg.GridZoneWeights(target, resolution=64)(log_density)
-    assert weights.shape == (target.n_zones,)
+    assert weights.shape == (target.num_zones,)
     np.testing.assert_allclose(weights, expected, atol=2e-6)
     # Explicit zones and bounds, another resolution, an EBM-like object, one zone as a float.
-    explicit = dg.GridZoneWeights(target.zones, target.n_zones, bounds=target.bounds, resolution=31, zone=0)
-    by_fn = dg.zone_weights(log_density, target.zones, target.n_zones, bounds=target.bounds, resolution=31)
+    explicit = dg.GridZoneWeights(target.zones, target.num_zones, bounds=target.bounds, resolution=31, zone=0)
+    by_fn = dg.zone_weights(log_density, target.zones, target.num_zones, bounds=target.bounds, resolution=31)
     value = explicit(FakeEBM(log_density), None, None)
     assert isinstance(value, float)
     assert value == pytest.approx(float(by_fn[0]), abs=2e-6)

@@ -118,7 +118,7 @@ def test_non_finite_energy_stops_at_its_step_and_keeps_the_last_checkpoint(tmp_p
     data = 0.1 * jax.random.normal(jax.random.key(1), (64, 2))
     kwargs = dict(
         key=jax.random.key(2),
-        negatives=ng.MALA(step_size=0.1, n_steps=2),
+        negatives=ng.MALA(step_size=0.1, num_mcmc_steps=2),
         optimizer=optax.chain(optax.scale_by_sign(), optax.scale(-0.1)),
         batch_size=16,
         bank_size=32,
@@ -184,7 +184,9 @@ def test_flow_with_nan_log_densities_mid_run_never_reaches_the_bank():
         ebm,
         data,
         key=jax.random.key(3),
-        negatives=ng.FlowMC(BreaksMidRun(flow, after=0.005), n_particles=8, n_local_steps=2, n_cycles=1),
+        negatives=ng.FlowMC(
+            BreaksMidRun(flow, after=0.005), num_particles=8, num_local_steps=2, num_cycles=1
+        ),
         optimizer=optax.adam(1e-2),
         flow_optimizer=optax.adam(1e-2),
         num_steps=20,
@@ -200,9 +202,9 @@ def test_flow_with_nan_log_densities_mid_run_never_reaches_the_bank():
     history = result.history
     assert history["broken"][0] == 0 and history["broken"][-1] == 1  # it broke mid-run
     assert np.all(history["bank_finite"] == 1) and bool(jnp.all(jnp.isfinite(result.bank)))
-    for name in ("loss", "energy_negatives", "flow_loss", "global_accept"):
+    for name in ("loss", "energy_negatives", "flow_loss", "global_accept_prob"):
         assert np.all(np.isfinite(history[name])), name
-    assert history["global_accept"][-1] > 0.05  # the finite half of the proposals is still used
+    assert history["global_accept_prob"][-1] > 0.05  # the finite half of the proposals is still used
 
 
 # ------------------------------------------------------------------ bad input, before compiling
@@ -249,8 +251,8 @@ def _train(ebm, negatives, data=None, **overrides):
         (lambda: _train(_ebm(), ng.MALA(), shard="all"), TypeError, "shard must be"),
         (lambda: ng.FlowMC(_flow(), step_size=-0.01), ValueError, "step_size must be positive"),
         (lambda: ng.MALA(step_size=-1.0), ValueError, "step_size must be a positive"),
-        (lambda: ng.FlowMC(_flow(), n_particles=0), ValueError, "n_particles must be an integer >= 2"),
-        (lambda: ng.ULA(n_steps=0), ValueError, "n_steps must be an integer >= 1"),
+        (lambda: ng.FlowMC(_flow(), num_particles=0), ValueError, "num_particles must be an integer >= 2"),
+        (lambda: ng.ULA(num_mcmc_steps=0), ValueError, "num_mcmc_steps must be an integer >= 1"),
     ],
     ids=[
         "flow-dim",

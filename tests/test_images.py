@@ -215,7 +215,7 @@ def test_tiny_digits_ebm_with_flowmc_negatives_stays_finite():
         x,
         key=jax.random.key(3),
         negatives=ng.FlowMC(
-            flow, n_particles=4, n_local_steps=2, n_cycles=1, step_size=1e-4, target_accept=0.6
+            flow, num_particles=4, num_local_steps=2, num_cycles=1, step_size=1e-4, target_accept=0.6
         ),
         optimizer=optax.adam(1e-3),
         flow_optimizer=optax.adam(1e-3),

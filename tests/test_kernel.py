@@ -33,7 +33,7 @@ TARGETS = {
 
 def _run(target, global_move, num_chains, num_warmup, num_samples, seed=0):
     kernel = ne.FlowMCKernel(
-        potential_fn=lambda x: -target.log_prob(x), global_move=global_move, n_particles=16
+        potential_fn=lambda x: -target.log_prob(x), global_move=global_move, num_particles=16
     )
     mcmc = MCMC(
         kernel,
@@ -76,7 +76,7 @@ def _constrained_model():
 
 def test_constrained_sites_use_numpyro_transforms():
     """No data: the posterior is the prior, whose means are known exactly."""
-    kernel = ne.FlowMCKernel(_constrained_model, global_move="isir", n_particles=8)
+    kernel = ne.FlowMCKernel(_constrained_model, global_move="isir", num_particles=8)
     mcmc = MCMC(
         kernel, num_warmup=300, num_samples=400, num_chains=32, chain_method="vectorized", progress_bar=False
     )
@@ -163,7 +163,14 @@ def test_flowmc_step_runs_inside_user_jit():
     def run(key, chains):
         def body(c, k):
             c, info = ne.flowmc_step(
-                k, c, target.log_prob, flow, step_size=0.1, n_local_steps=2, global_move="isir", n_particles=4
+                k,
+                c,
+                target.log_prob,
+                flow,
+                step_size=0.1,
+                num_local_steps=2,
+                global_move="isir",
+                num_particles=4,
             )
             return c, info.global_accept_prob.mean()
 
@@ -180,8 +187,8 @@ def test_kernel_step_is_a_direct_flowmc_step():
     kernel = ne.FlowMCKernel(
         potential_fn=lambda x: -target.log_prob(x),
         global_move="isir",
-        n_particles=4,
-        n_local_steps=2,
+        num_particles=4,
+        num_local_steps=2,
         step_size=0.3,
     )
     init = 2.0 * jax.random.normal(jax.random.key(1), (8, 2))
@@ -196,9 +203,9 @@ def test_kernel_step_is_a_direct_flowmc_step():
         target.log_prob,
         flow,
         step_size=0.3,
-        n_local_steps=2,
+        num_local_steps=2,
         global_move="isir",
-        n_particles=4,
+        num_particles=4,
     )
     np.testing.assert_array_equal(new.z, by_hand.position)
     np.testing.assert_array_equal(new.potential_energy, -by_hand.logdensity)
@@ -217,8 +224,8 @@ def _discrete_model():
         (lambda: ne.FlowMCKernel(_constrained_model, potential_fn=lambda x: x), "exactly one"),
         (lambda: ne.FlowMCKernel(_constrained_model, step_size=-0.1), "step_size"),
         (lambda: ne.FlowMCKernel(_constrained_model, global_move="hmc"), "global_move"),
-        (lambda: ne.FlowMCKernel(_constrained_model, global_move="isir", n_particles=1), "n_particles"),
-        (lambda: ne.FlowMCKernel(_constrained_model, n_local_steps=-1), "n_local_steps"),
+        (lambda: ne.FlowMCKernel(_constrained_model, global_move="isir", num_particles=1), "num_particles"),
+        (lambda: ne.FlowMCKernel(_constrained_model, num_local_steps=-1), "num_local_steps"),
         (lambda: ne.FlowMCKernel(_constrained_model, target_accept_prob=1.5), "target_accept_prob"),
         (lambda: ne.FlowMCKernel(_constrained_model, flow_batch_size=0), "flow_batch_size"),
         (lambda: ne.FlowMCKernel(_constrained_model, flow="not a flow"), "flowjax"),
@@ -307,7 +314,7 @@ def test_nan_region_of_the_target_is_never_entered():
     """A potential that is NaN on x[0] > 2 (a broken model): moves into it are rejected."""
     target = two_gaussians_target()
     potential = lambda x: jnp.where(x[0] > 2.0, jnp.nan, -target.log_prob(x))
-    kernel = ne.FlowMCKernel(potential_fn=potential, global_move="isir", n_particles=8)
+    kernel = ne.FlowMCKernel(potential_fn=potential, global_move="isir", num_particles=8)
     mcmc = MCMC(
         kernel, num_warmup=100, num_samples=100, num_chains=16, chain_method="vectorized", progress_bar=False
     )

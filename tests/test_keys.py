@@ -29,14 +29,14 @@ def _entries():
     params, static = flows.partition(FLOW)
     opt = optax.adam(1e-2)
     ebm = EnergyModel(ToyNet(2, key=jax.random.key(1)), FLOW.base_dist)
-    sampler = negatives.FlowMC(FLOW, n_local_steps=2, n_particles=4)
+    sampler = negatives.FlowMC(FLOW, num_local_steps=2, num_particles=4)
     return {
         "mala": lambda k: moves.mala(k, chains, LOGP, 0.1)[0].position,
         "ula": lambda k: moves.ula(k, chains, LOGP, 0.1)[0].position,
         "imh": lambda k: moves.imh(k, chains, LOGP, FLOW)[0].position,
         "isir": lambda k: moves.isir(k, chains, LOGP, FLOW, 4)[0].position,
         "flowmc_step": lambda k: (
-            ne.flowmc_step(k, chains, LOGP, FLOW, step_size=0.1, n_local_steps=1)[0].position
+            ne.flowmc_step(k, chains, LOGP, FLOW, step_size=0.1, num_local_steps=1)[0].position
         ),
         "default_flow": lambda k: flows.default_flow(k, 3).log_prob(jnp.ones(3)),
         "fit_flow": lambda k: flows.fit_flow(

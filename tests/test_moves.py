@@ -199,7 +199,7 @@ def test_init_chains_rejects_unbatched_position():
 
 def test_isir_rejects_one_particle():
     state = moves.init_chains(jnp.zeros((4, 2)), lambda x: -x @ x)
-    with pytest.raises(ValueError, match="n_particles"):
+    with pytest.raises(ValueError, match="num_particles"):
         moves.isir(jax.random.key(0), state, lambda x: -x @ x, PROPOSAL, 1)
 
 

@@ -43,20 +43,28 @@ def _flow(identity: bool = False):
 # name -> (factory(flow) -> sampler, expected (persistent, flow_training, start), exact)
 SAMPLERS = {
     "flowmc_isir": (
-        lambda f: ng.FlowMC(f, n_particles=8, n_local_steps=3, step_size=1.0),
+        lambda f: ng.FlowMC(f, num_particles=8, num_local_steps=3, step_size=1.0),
         (True, "negatives", "flow"),
         True,
     ),
     "flowmc_imh": (
-        lambda f: ng.FlowMC(f, global_move="imh", n_local_steps=3, step_size=1.0),
+        lambda f: ng.FlowMC(f, global_move="imh", num_local_steps=3, step_size=1.0),
         (True, "negatives", "flow"),
         True,
     ),
-    "ula": (lambda f: ng.ULA(step_size=0.01, n_steps=10), (True, None, "uniform"), True),
-    "mala": (lambda f: ng.MALA(step_size=1.0, n_steps=10, target_accept=0.6), (True, None, "gaussian"), True),
-    "short_run": (lambda f: ng.ShortRun(step_size=0.01, n_steps=10), (False, None, "uniform"), False),
-    "ntebm": (lambda f: ng.NTEBM(step_size=1.0, n_steps=10), (False, "tilt", "flow"), True),
-    "coopflow": (lambda f: ng.CoopFlow(f, step_size=5e-3, n_steps=10), (False, "negatives", "flow"), False),
+    "ula": (lambda f: ng.ULA(step_size=0.01, num_mcmc_steps=10), (True, None, "uniform"), True),
+    "mala": (
+        lambda f: ng.MALA(step_size=1.0, num_mcmc_steps=10, target_accept=0.6),
+        (True, None, "gaussian"),
+        True,
+    ),
+    "short_run": (lambda f: ng.ShortRun(step_size=0.01, num_mcmc_steps=10), (False, None, "uniform"), False),
+    "ntebm": (lambda f: ng.NTEBM(step_size=1.0, num_mcmc_steps=10), (False, "tilt", "flow"), True),
+    "coopflow": (
+        lambda f: ng.CoopFlow(f, step_size=5e-3, num_mcmc_steps=10),
+        (False, "negatives", "flow"),
+        False,
+    ),
 }
 
 
@@ -74,10 +82,10 @@ def _setup(name, net=None, identity=False):
     return sampler, ebm, flow
 
 
-def _move_unjitted(sampler, ebm, flow, bank, key, step_size, n_chains):
+def _move_unjitted(sampler, ebm, flow, bank, key, step_size, num_chains):
     """One training step's worth of sampling: pick chains, move them, write them back."""
     k1, k2 = jax.random.split(key)
-    index, start = sampler.chains_from_bank(k1, ebm, flow, bank, n_chains)
+    index, start = sampler.chains_from_bank(k1, ebm, flow, bank, num_chains)
     out = sampler(k2, ebm, flow, start, step_size)
     return bank.at[index].set(out.final), out
 
@@ -120,7 +128,7 @@ def test_runs_and_keeps_chains_finite(name):
         step_size = out.step_size
         assert out.negatives.shape == (N_CHAINS, DIM)
         assert bool(jnp.all(jnp.isfinite(out.negatives))) and bool(jnp.all(jnp.isfinite(bank)))
-        assert bool(jnp.isfinite(out.local_accept)) and bool(jnp.isfinite(step_size))
+        assert bool(jnp.isfinite(out.local_accept_prob)) and bool(jnp.isfinite(step_size))
     if sampler.persistent:  # chains that started in the valid region never enter the hole
         assert float(bank[:, 0].max()) <= 1.0
 
@@ -164,9 +172,9 @@ def test_keep_takes_states_evenly_from_the_trajectory():
 
     # Noise-free Langevin is deterministic: keep=2 of 4 steps gives the states after steps 2 and 4.
     step = jnp.float32(0.05)
-    thinned = run(ng.CoopFlow(flow, step_size=0.05, n_steps=4, keep=2), ebm, flow, step)
-    after2 = run(ng.CoopFlow(flow, step_size=0.05, n_steps=2), ebm, flow, step)
-    after4 = run(ng.CoopFlow(flow, step_size=0.05, n_steps=4), ebm, flow, step)
+    thinned = run(ng.CoopFlow(flow, step_size=0.05, num_mcmc_steps=4, keep=2), ebm, flow, step)
+    after2 = run(ng.CoopFlow(flow, step_size=0.05, num_mcmc_steps=2), ebm, flow, step)
+    after4 = run(ng.CoopFlow(flow, step_size=0.05, num_mcmc_steps=4), ebm, flow, step)
     np.testing.assert_allclose(thinned.negatives, jnp.concatenate([after2.final, after4.final]), rtol=1e-5)
     # FlowMC: 2 cycles of (1 global + 4 MALA) = 10 states; keep=5 -> 5 states per chain.
     out = run(ng.FlowMC(flow, keep=5), ebm, flow, jnp.float32(0.01))
@@ -175,7 +183,7 @@ def test_keep_takes_states_evenly_from_the_trajectory():
 
 
 def test_step_size_adapts_toward_target():
-    sampler = ng.MALA(step_size=5.0, n_steps=5, target_accept=0.6)
+    sampler = ng.MALA(step_size=5.0, num_mcmc_steps=5, target_accept=0.6)
     ebm = EnergyModel(ToyNet(DIM, key=jax.random.key(1)), _flow(True).base_dist)
     bank = jax.random.normal(jax.random.key(0), (64, DIM))
     step_size = sampler.init_step_size()
@@ -190,15 +198,15 @@ def test_step_size_adapts_toward_target():
     [
         (lambda: ng.ULA(step_size=0.0), "step_size"),
         (lambda: ng.MALA(step_size=float("nan")), "step_size"),
-        (lambda: ng.ShortRun(n_steps=0), "n_steps"),
+        (lambda: ng.ShortRun(num_mcmc_steps=0), "num_mcmc_steps"),
         (lambda: ng.ULA(start="flow"), "start"),
         (lambda: ng.ULA(start_scale=-1.0), "start_scale"),
         (lambda: ng.MALA(target_accept=1.2), "target_accept"),
         (lambda: ng.NTEBM(keep=0), "keep"),
         (lambda: ng.FlowMC(_flow(), keep=11), "keep=11"),
-        (lambda: ng.FlowMC(_flow(), n_particles=1), "n_particles"),
+        (lambda: ng.FlowMC(_flow(), num_particles=1), "num_particles"),
         (lambda: ng.FlowMC(_flow(), global_move="hmc"), "global_move"),
-        (lambda: ng.FlowMC(_flow(), n_cycles=0), "n_cycles"),
+        (lambda: ng.FlowMC(_flow(), num_cycles=0), "num_cycles"),
         (lambda: ng.CoopFlow(_flow(), step_size=-1e-3), "step_size"),
         (lambda: ng.ULA(step_size=None), "step_size"),
         (lambda: ng.FlowMC(_flow(), particle_batch_size=0), "particle_batch_size"),
@@ -262,12 +270,12 @@ def test_flowmc_settings_round_trip_and_run_chains_is_the_flowmc_step_loop():
     from numpyro_ebm.flowmc import FlowMCSettings, flowmc_step, run_chains
     from numpyro_ebm.moves import init_chains
 
-    settings = FlowMCSettings(n_local_steps=2, n_particles=4, step_size=0.3)
-    sampler = ng.FlowMC(_flow(), settings, n_cycles=3)
-    assert sampler.settings == settings and sampler.n_states == 9
+    settings = FlowMCSettings(num_local_steps=2, num_particles=4, step_size=0.3)
+    sampler = ng.FlowMC(_flow(), settings, num_cycles=3)
+    assert sampler.settings == settings and sampler.num_states == 9
     assert ng.FlowMC(_flow(), target_accept=None).settings.adapt_step_size is False
     # A keyword replaces its field of the settings; an unknown one names the fields.
-    assert ng.FlowMC(_flow(), settings, n_particles=8).settings == settings.replace(n_particles=8)
+    assert ng.FlowMC(_flow(), settings, num_particles=8).settings == settings.replace(num_particles=8)
     with pytest.raises(TypeError, match="n_particels"):
         ng.FlowMC(_flow(), n_particels=8)
     flow = combine(*partition(_flow()))
@@ -278,7 +286,7 @@ def test_flowmc_settings_round_trip_and_run_chains_is_the_flowmc_step_loop():
     by_hand = chains
     for k in jax.random.split(key, 3):
         by_hand, _ = flowmc_step(
-            k, by_hand, logp, flow, step_size=0.3, n_local_steps=2, global_move="isir", n_particles=4
+            k, by_hand, logp, flow, step_size=0.3, num_local_steps=2, global_move="isir", num_particles=4
         )
     np.testing.assert_allclose(out.position, by_hand.position, rtol=1e-6)
     assert info.local_accept_prob.shape == (3, 8) and info.trajectory.shape == (9, 8, DIM)
@@ -289,8 +297,8 @@ def test_flowmc_settings_round_trip_and_run_chains_is_the_flowmc_step_loop():
     "kwargs, match",
     [
         ({"global_move": "hmc"}, "global_move"),
-        ({"n_local_steps": -1}, "n_local_steps"),
-        ({"global_move": None, "n_local_steps": 0}, "nothing moves"),
+        ({"num_local_steps": -1}, "num_local_steps"),
+        ({"global_move": None, "num_local_steps": 0}, "nothing moves"),
         ({"particle_batch_size": 0}, "particle_batch_size"),
         ({"target_accept_prob": 1.0}, "target_accept_prob"),
         ({"step_size": float("inf")}, "step_size"),
@@ -333,7 +341,7 @@ def test_reference_fraction_recovers_a_lost_mode(fraction):
     0.28 after 1, 0.64 after 5). A proposal density without its rho term sends every chain to the
     heavy mode (weight 1.00), one without its flow term leaves 0.01 there (both checked by hand).
     """
-    sampler = ng.FlowMC(Normal(-_HEAVY, 0.5 * jnp.ones(DIM)), reference_fraction=fraction, n_particles=16)
+    sampler = ng.FlowMC(Normal(-_HEAVY, 0.5 * jnp.ones(DIM)), reference_fraction=fraction, num_particles=16)
     ebm = EnergyModel(_TwoModes(), StandardNormal((DIM,)))
     bank = -_HEAVY + 0.5 * jax.random.normal(jax.random.key(0), (1024, DIM))
 

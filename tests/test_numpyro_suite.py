@@ -206,14 +206,14 @@ def test_chain_smoke(method):
 def test_out_shape_multirun_and_warmup():
     """Shapes only: tempering is off (each of the three inits below would re-run and re-compile
     the tempered SMC on the 3,000-point likelihood; it was the module's second slowest test)."""
-    n_chains = 10
-    mcmc = _mcmc(logistic_model, num_warmup=10, num_samples=10, num_chains=n_chains, tempering=None)
+    num_chains = 10
+    mcmc = _mcmc(logistic_model, num_warmup=10, num_samples=10, num_chains=num_chains, tempering=None)
     mcmc.run(PRNGKey(2), LABELS)
-    assert mcmc.get_samples(group_by_chain=True)["coefs"].shape == (n_chains, 10, DIM)
+    assert mcmc.get_samples(group_by_chain=True)["coefs"].shape == (num_chains, 10, DIM)
     mcmc.run(PRNGKey(3), LABELS)  # multirun
     mcmc.warmup(PRNGKey(2), LABELS)
     mcmc.run(PRNGKey(3), LABELS)
-    assert mcmc.get_samples(group_by_chain=True)["logits"].shape == (n_chains, 10, N)
+    assert mcmc.get_samples(group_by_chain=True)["logits"].shape == (num_chains, 10, N)
 
 
 # -- NumPyro idioms in one model: improper prior, plate, LocScaleReparam, factor, deterministic --

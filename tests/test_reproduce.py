@@ -104,7 +104,7 @@ def test_presets_and_errors(tmp_path):
     paper = reproduce.config("figure1", "paper")[0]
     s = paper.schedule
     assert (s.num_steps, s.batch_size, s.bank_size) == (19200, 64, 1024)
-    assert paper.options["n_particles"] == 32 and paper.schedule.lr == 1e-2
+    assert paper.options["num_particles"] == 32 and paper.schedule.lr == 1e-2
     for preset, per_dim in reproduce.TABLE2_AT_DIM.items():  # table2's per-dimension changes
         names = {m.name: m for m in reproduce.config("table2", preset)}
         for d, rows in per_dim.items():
@@ -115,12 +115,25 @@ def test_presets_and_errors(tmp_path):
                 assert 0 < changes.get("num_steps", 1) <= names[name].schedule.num_steps
     table2 = {m.name: m for m in reproduce.config("table2", "paper")}
     assert list(table2) == ["CoopFlow", "NT-EBM", "ULA-EBM", "flowMC-EBM"]
-    assert table2["flowMC-EBM"].options["n_particles"] == 128
-    assert (table2["ULA-EBM"].options["n_steps"], table2["ULA-EBM"].options["step_size"]) == (512, 1e-3)
-    assert (table2["NT-EBM"].options["n_steps"], table2["NT-EBM"].options["target_accept"]) == (128, 0.75)
-    assert (table2["CoopFlow"].options["n_steps"], table2["CoopFlow"].options["step_size"]) == (256, 1e-4)
+    assert table2["flowMC-EBM"].options["num_particles"] == 128
+    assert (table2["ULA-EBM"].options["num_mcmc_steps"], table2["ULA-EBM"].options["step_size"]) == (
+        512,
+        1e-3,
+    )
+    assert (table2["NT-EBM"].options["num_mcmc_steps"], table2["NT-EBM"].options["target_accept"]) == (
+        128,
+        0.75,
+    )
+    assert (table2["CoopFlow"].options["num_mcmc_steps"], table2["CoopFlow"].options["step_size"]) == (
+        256,
+        1e-4,
+    )
     cifar = reproduce.config("cifar10", "paper")[0]
-    assert (cifar.options["n_particles"], cifar.options["n_cycles"], cifar.options["n_local_steps"]) == (
+    assert (
+        cifar.options["num_particles"],
+        cifar.options["num_cycles"],
+        cifar.options["num_local_steps"],
+    ) == (
         128,
         3,
         32,
@@ -137,9 +150,9 @@ def test_presets_and_errors(tmp_path):
 
 def test_sampler_work_counts():
     # flowMC, the paper's 2:1 example: per chain 1 + 2 x (1 + 4) gradients, 2 x 31 proposals.
-    work = reproduce.sampler_work("flowmc", {"n_particles": 32, "n_cycles": 2, "n_local_steps": 4}, 64)
+    work = reproduce.sampler_work("flowmc", {"num_particles": 32, "num_cycles": 2, "num_local_steps": 4}, 64)
     assert work == {"energy": 64 * (11 + 62), "energy_grad": 64 * 11, "flow": 64 * 2 * 32}
-    imh = reproduce.sampler_work("flowmc", {"global_move": "imh", "n_cycles": 1, "n_local_steps": 3}, 1)
+    imh = reproduce.sampler_work("flowmc", {"global_move": "imh", "num_cycles": 1, "num_local_steps": 3}, 1)
     assert imh == {"energy": 6, "energy_grad": 5, "flow": 2}
 
 
@@ -168,7 +181,7 @@ def test_cifar10_quick_end_to_end_on_binary_files(tmp_path, capsys):
     row = m["methods"]["flowMC-EBM"]
     assert m["num_train"] == 64 and m["num_test"] == 32  # the quick preset's sizes, read across files
     assert row["samples_finite"] and row["training_stopped"] is None
-    assert 0 <= row["global_accept"] <= 1
+    assert 0 <= row["global_accept_prob"] <= 1
     assert math.isclose(sum(row["class_balance"].values()), 1, abs_tol=1e-9)
     assert set(row["class_balance"]) == set(images.CIFAR10_CLASSES)
     assert _finite(*row["energy_mean"].values(), row["class_balance_tv"])

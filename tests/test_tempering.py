@@ -58,7 +58,7 @@ def test_one_mode_start_finds_every_mode(name, global_move):
     kernel = ne.FlowMCKernel(
         potential_fn=lambda x: -target.log_prob(x),
         global_move=global_move,
-        n_particles=16,
+        num_particles=16,
         tempering=tempering.TemperedSMC(reference=reference),
     )
     mcmc = MCMC(
@@ -173,7 +173,7 @@ def test_improper_prior_falls_back_to_gaussian_reference():
     "make, match",
     [
         (lambda: tempering.TemperedSMC(ess_fraction=1.0), "ess_fraction"),
-        (lambda: tempering.TemperedSMC(n_mcmc_steps=0), "n_mcmc_steps"),
+        (lambda: tempering.TemperedSMC(num_mcmc_steps=0), "num_mcmc_steps"),
         (lambda: tempering.TemperedSMC(warm_buffer_levels=0), "warm_buffer_levels"),
         (lambda: tempering.TemperedSMC(num_particles=1), "num_particles"),
         (lambda: tempering.TemperedSMC(reference="normal"), "reference"),

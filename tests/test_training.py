@@ -47,7 +47,7 @@ def test_flowmc_ebm_learns_the_2to1_weight():
         ebm,
         data,
         key=jax.random.key(0),
-        negatives=ng.FlowMC(flow, n_particles=32, step_size=0.01, n_local_steps=4, n_cycles=2),
+        negatives=ng.FlowMC(flow, num_particles=32, step_size=0.01, num_local_steps=4, num_cycles=2),
         optimizer=optax.adam(schedule),
         flow_optimizer=optax.adam(schedule),
         num_steps=num_steps,
@@ -60,7 +60,7 @@ def test_flowmc_ebm_learns_the_2to1_weight():
     print(f"flowMC-EBM weight of the (1.5, 1.5) mode: {weight:.3f} (truth 0.667)")
     assert abs(weight - 2 / 3) < 0.06
     # The flow proposals are accepted: the chains jump between the modes.
-    assert result.history["global_accept"][-1] > 0.5
+    assert result.history["global_accept_prob"][-1] > 0.5
     assert abs(float(diagnostics.zone_weights(result.bank, target)[1]) - 2 / 3) < 0.1
 
 
@@ -96,7 +96,7 @@ def test_defaults_learn_three_unequal_weights_in_2d():
 def _small_run_setup():
     flow = default_flow(jax.random.key(0), 2, identity_init=True, flow_layers=2, knots=4, nn_width=8)
     ebm = EnergyModel(ToyNet(2, key=jax.random.key(1)), flow.base_dist)
-    sampler = ng.FlowMC(flow, n_particles=8, n_local_steps=2, n_cycles=1, keep=3)
+    sampler = ng.FlowMC(flow, num_particles=8, num_local_steps=2, num_cycles=1, keep=3)
     data = datasets.two_modes(jax.random.key(2), 256)
     return ebm, sampler, data
 
@@ -230,9 +230,9 @@ def test_resume_refuses_other_settings_and_names_them(tmp_path):
     ebm, sampler, data = _small_run_setup()
     kwargs = dict(key=jax.random.key(3), batch_size=12, bank_size=48, chunk_size=2, progress=False)
     train(ebm, data, negatives=sampler, num_steps=2, checkpoint_dir=tmp_path, **kwargs)
-    other = eqx.tree_at(lambda s: s.settings, sampler, sampler.settings.replace(n_particles=6))
+    other = eqx.tree_at(lambda s: s.settings, sampler, sampler.settings.replace(num_particles=6))
     with pytest.raises(
-        ValueError, match=r"num_steps: checkpoint 2, now 4; sampler\.n_particles: checkpoint 8, now 6"
+        ValueError, match=r"num_steps: checkpoint 2, now 4; sampler\.num_particles: checkpoint 8, now 6"
     ):
         train(ebm, data, negatives=other, num_steps=4, checkpoint_dir=tmp_path, resume=True, **kwargs)
     with pytest.raises(ValueError, match=r"ema: checkpoint 0\.0, now 0\.9"):
@@ -257,7 +257,7 @@ class _Bowl(eqx.Module):
 def test_finite_runaway_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path):
     data = jax.random.normal(jax.random.key(0), (64, 2))
     ebm = EnergyModel(_Bowl(jnp.asarray(0.05)), None)
-    sampler = ng.ULA(step_size=0.5, n_steps=10, start="gaussian")
+    sampler = ng.ULA(step_size=0.5, num_mcmc_steps=10, start="gaussian")
     kwargs = dict(key=jax.random.key(1), negatives=sampler, batch_size=8, bank_size=16, progress=False)
     with pytest.raises(training.TrainingDivergedError, match=r"ran away .* at training step (\d+)") as info:
         train(ebm, data, num_steps=40, chunk_size=2, checkpoint_dir=tmp_path, checkpoint_every=2, **kwargs)

@@ -9,7 +9,7 @@ import argparse
 import math
 from pathlib import Path
 
-from numpyro_ebm.commands.flags import add_dataclass_flags, flag
+from numpyro_ebm.commands.flags import add_dataclass_flags, add_old_flags, flag
 from numpyro_ebm.commands.options import OPTIONS, PER_SAMPLER
 from numpyro_ebm.recipes import SAMPLERS
 from numpyro_ebm.settings import FlowMCSettings
@@ -90,8 +90,8 @@ _TRAIN_OPTIONS = {
     "seed": (int, "random seed"),
     "chunk_size": (positive_int, "steps per compiled chunk"),
     "checkpoint_every": (positive_int, "steps between checkpoints"),
-    "n_steps": (positive_int, "Langevin/MALA steps per training step, for all samplers but flowmc"),
-    "n_cycles": (positive_int, "flowmc: [global move + MALA] cycles per training step"),
+    "num_mcmc_steps": (positive_int, "Langevin/MALA steps per training step, for all samplers but flowmc"),
+    "num_cycles": (positive_int, "flowmc: [global move + MALA] cycles per training step"),
     "pretrain_flow": (
         nonnegative_int,
         "coopflow, ntebm: fit the flow to the data for this many Adam steps first",
@@ -132,6 +132,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     for name, (kind, text) in _TRAIN_OPTIONS.items():
         p.add_argument(flag(name), type=kind, help=f"{text} (default {_default_text(name)})")
+        add_old_flags(p, name, type=kind)
     add_dataclass_flags(
         p.add_argument_group("flowmc's transition (FlowMCSettings; --step-size: every sampler)"),
         FlowMCSettings,
@@ -150,8 +151,8 @@ _HEADLINE = {
         "median_sq_log_density_error_at_data",
     ),
     "table2": ("max_rhat", "mode_weights_chains", "mode_weights_is"),
-    "cifar10": ("global_accept", "class_balance_tv", "energy_gap"),
-    "digits": ("global_accept", "class_balance_tv", "energy_gap"),
+    "cifar10": ("global_accept_prob", "class_balance_tv", "energy_gap"),
+    "digits": ("global_accept_prob", "class_balance_tv", "energy_gap"),
 }
 
 

@@ -1,6 +1,6 @@
 """Command-line flags generated from a settings dataclass, so defaults and help are written once.
 
-Each field of the dataclass becomes a flag (``n_local_steps`` -> ``--n-local-steps``) whose type
+Each field of the dataclass becomes a flag (``num_local_steps`` -> ``--num-local-steps``) whose type
 follows the field's annotation (``bool`` -> ``--x/--no-x``, a ``Literal`` -> its choices, ``None``
 accepted as ``none`` where the field allows it), whose default is the field's and whose help is
 the field's entry in the dataclass's ``Attributes:`` docstring section. The dataclass checks the
@@ -12,9 +12,9 @@ Example:
     >>> from numpyro_ebm.settings import FlowMCSettings
     >>> parser = argparse.ArgumentParser()
     >>> names = add_dataclass_flags(parser, FlowMCSettings)
-    >>> args = parser.parse_args(["--n-particles", "8", "--no-adapt-step-size"])
+    >>> args = parser.parse_args(["--num-particles", "8", "--no-adapt-step-size"])
     >>> settings_from(FlowMCSettings, {n: getattr(args, n) for n in names})
-    FlowMCSettings(step_size=0.1, n_local_steps=4, global_move='isir', n_particles=8, \
+    FlowMCSettings(step_size=0.1, num_local_steps=4, global_move='isir', num_particles=8, \
 particle_batch_size=None, target_accept_prob=0.574, adapt_step_size=False)
 """
 
@@ -24,17 +24,19 @@ import argparse
 import dataclasses
 import math
 import re
+import sys
 import types
 import typing
 from typing import Any
 
+from numpyro_ebm._compat import RENAMED
 from numpyro_ebm.commands.options import UsageError
 
-__all__ = ["flag", "field_help", "add_dataclass_flags", "settings_from"]
+__all__ = ["flag", "field_help", "add_dataclass_flags", "add_old_flags", "settings_from"]
 
 
 def flag(name: str) -> str:
-    """The flag of field ``name``: ``"n_local_steps"`` -> ``"--n-local-steps"``."""
+    """The flag of field ``name``: ``"num_local_steps"`` -> ``"--num-local-steps"``."""
     return "--" + name.replace("_", "-")
 
 
@@ -43,7 +45,7 @@ def field_help(cls: type) -> dict[str, str]:
 
     Example:
         >>> from numpyro_ebm.settings import FlowMCSettings
-        >>> field_help(FlowMCSettings)["n_particles"]
+        >>> field_help(FlowMCSettings)["num_particles"]
         'i-SIR particles per chain, the current state included (``>= 2``).'
     """
     lines = (cls.__doc__ or "").splitlines()
@@ -66,6 +68,25 @@ def field_help(cls: type) -> dict[str, str]:
         else:
             break
     return entries
+
+
+class _OldFlag(argparse.Action):
+    """A flag renamed to ``num_*``: stores like the new one and says so on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        new = flag(self.dest)
+        print(f"{parser.prog}: {option_string} is deprecated; use {new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_old_flags(parser, name: str, **kwargs) -> None:
+    """Hidden aliases of field ``name``'s flag under its old names (``_compat.RENAMED``: the
+    old flag of ``--num-particles`` ends in ``-particles``): left out of ``--help``, they set
+    nothing unless given. ``kwargs``: the new flag's ``type``/``choices``/``metavar``."""
+    for old in (o for o, n in RENAMED.items() if n == name):
+        parser.add_argument(
+            flag(old), dest=name, action=_OldFlag, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs
+        )
 
 
 def _number(kind: type, text: str):
@@ -135,13 +156,16 @@ def add_dataclass_flags(
         if not defaults:
             text += f" (default {'none' if default is None else default})"
         text += (help_suffix or {}).get(field.name, "")
+        kind = _argument(hints[field.name])
         parser.add_argument(
             flag(field.name),
             dest=field.name,
             default=default if defaults else argparse.SUPPRESS,
             help=text.replace("%", "%%"),
-            **_argument(hints[field.name]),
+            **kind,
         )
+        if "action" not in kind:  # no boolean field was renamed
+            add_old_flags(parser, field.name, **kind)
         added.append(field.name)
     return tuple(added)
 

@@ -35,8 +35,8 @@ OPTIONS = {
     "chunk_size": 100,
     "checkpoint_every": 1000,
     **{field.name: None for field in dataclasses.fields(FlowMCSettings)},
-    "n_steps": None,
-    "n_cycles": None,
+    "num_mcmc_steps": None,
+    "num_cycles": None,
     "pretrain_flow": None,
     "net_widths": [32, 64, 64, 64],
     "flow_layers": 4,
@@ -49,7 +49,7 @@ PRETRAIN_FLOW = {"coopflow": 1000}
 
 # What `train --help` says of the options whose default depends on the sampler.
 PER_SAMPLER = {
-    "n_steps": "the sampler class's own, see numpyro_ebm.negatives",
-    "n_cycles": "negatives.FlowMC's own",
+    "num_mcmc_steps": "the sampler class's own, see numpyro_ebm.negatives",
+    "num_cycles": "negatives.FlowMC's own",
     "pretrain_flow": ", ".join(f"{k} {v}" for k, v in PRETRAIN_FLOW.items()) + ", others 0",
 }

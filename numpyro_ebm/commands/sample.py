@@ -108,9 +108,9 @@ def sample_run(
     summary = {
         "shape": list(samples.shape),
         "num_warmup": warmup,
-        "local_accept": float(np.mean(extra["local_accept_prob"])),
+        "local_accept_prob": float(np.mean(extra["local_accept_prob"])),
         # NaN, "not attempted", without a global move (as in the training history), not 0.
-        "global_accept": float(np.mean(extra["global_accept_prob"]))
+        "global_accept_prob": float(np.mean(extra["global_accept_prob"]))
         if kernel.settings.global_move
         else math.nan,
         "max_rhat": diagnostics.max_rhat(samples) if enough else None,
@@ -128,10 +128,10 @@ def report(summary: dict[str, Any]) -> str:
     chains, draws, dim = summary["shape"]
     lines = [
         f"{chains} chains x {draws} draws (dim {dim}) in {summary['time_s']:.0f} s",
-        f"acceptance: local {summary['local_accept']:.2f}, global "
+        f"acceptance: local {summary['local_accept_prob']:.2f}, global "
         + (
-            f"{summary['global_accept']:.2f}"
-            if math.isfinite(summary["global_accept"])
+            f"{summary['global_accept_prob']:.2f}"
+            if math.isfinite(summary["global_accept_prob"])
             else "n/a (no global move)"
         ),
     ]

@@ -22,6 +22,7 @@ import optax
 
 from numpyro_ebm import checkpoints, recipes
 from numpyro_ebm import negatives as ng
+from numpyro_ebm._compat import renamed_keys
 from numpyro_ebm._json import write_json
 from numpyro_ebm.commands.flags import flag as _flag
 from numpyro_ebm.commands.flags import settings_from
@@ -36,7 +37,7 @@ __all__ = ["OPTIONS", "resolve_config", "build_negatives", "sampler_options", "t
 
 # The transition's options are FlowMCSettings' fields; all but the step size are flowmc's only.
 _SETTINGS = tuple(field.name for field in dataclasses.fields(FlowMCSettings))
-_FLOWMC_ONLY = (*(name for name in _SETTINGS if name != "step_size"), "n_cycles")
+_FLOWMC_ONLY = (*(name for name in _SETTINGS if name != "step_size"), "num_cycles")
 
 
 def resolve_config(given: dict[str, Any], *, steps: int, out: Path, resume: bool) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def resolve_config(given: dict[str, Any], *, steps: int, out: Path, resume: bool
     config_path = out / CONFIG_FILE
     has_run = config_path.is_file() or (out / "checkpoints").is_dir() or (out / RUN_FILE).is_file()
     if resume and config_path.is_file():
-        saved = json.loads(config_path.read_text())
+        saved = renamed_keys(json.loads(config_path.read_text()))  # a run from before num_*
         for name, value in given.items():
             if saved.get(name) != value:
                 raise UsageError(
@@ -75,8 +76,10 @@ def resolve_config(given: dict[str, Any], *, steps: int, out: Path, resume: bool
         wrong = [k for k in _FLOWMC_ONLY if k in given]
         if wrong:
             raise UsageError(f"{_flag(wrong[0])} applies to --sampler flowmc only; drop it.")
-    elif "n_steps" in given:
-        raise UsageError("--n-steps does not apply to --sampler flowmc; use --n-local-steps and --n-cycles.")
+    elif "num_mcmc_steps" in given:
+        raise UsageError(
+            "--num-mcmc-steps does not apply to --sampler flowmc; use --num-local-steps and --num-cycles."
+        )
     elif "global_move" in given and given["global_move"] is None:
         raise UsageError("--global-move none leaves flowmc without a flow; use --sampler mala for MALA only.")
     else:
@@ -103,17 +106,17 @@ def resolve_config(given: dict[str, Any], *, steps: int, out: Path, resume: bool
 
 def sampler_options(config: dict[str, Any]) -> dict[str, Any]:
     """The negatives class's keyword arguments that ``config`` sets (for flowmc: its
-    ``FlowMCSettings``, as ``settings``, and ``n_cycles``); unset ones keep the class's defaults.
+    ``FlowMCSettings``, as ``settings``, and ``num_cycles``); unset ones keep the class's defaults.
 
     Raises:
         UsageError: flowmc settings that ``FlowMCSettings`` rejects (the message names the flags).
     """
     if config["sampler"] != "flowmc":
-        return {k: config[k] for k in ("step_size", "n_steps") if config.get(k) is not None}
+        return {k: config[k] for k in ("step_size", "num_mcmc_steps") if config.get(k) is not None}
     given = {k: config[k] for k in _SETTINGS if config.get(k) is not None}
     options = {"settings": settings_from(FlowMCSettings, given)}
-    if config.get("n_cycles") is not None:
-        options["n_cycles"] = config["n_cycles"]
+    if config.get("num_cycles") is not None:
+        options["num_cycles"] = config["num_cycles"]
     return options
 
 
@@ -207,9 +210,9 @@ def report(manifest: dict[str, Any], out: Path) -> str:
     h = manifest["history"]
     lines = []
     if len(h["step"]):
-        line = f"loss {h['loss'][-1]:.3g}, local acceptance {h['local_accept'][-1]:.2f}"
-        if math.isfinite(h["global_accept"][-1]):
-            line += f", global acceptance {h['global_accept'][-1]:.2f}"
+        line = f"loss {h['loss'][-1]:.3g}, local acceptance {h['local_accept_prob'][-1]:.2f}"
+        if math.isfinite(h["global_accept_prob"][-1]):
+            line += f", global acceptance {h['global_accept_prob'][-1]:.2f}"
         lines.append(f"step {manifest['steps']}: {line}")
     lines.append(
         f"saved the model to {out} ({manifest['time_s']:.0f} s); next: `{PROG} sample --run {out}` "

@@ -12,7 +12,7 @@ Everything is generated; nothing is downloaded (``digits`` ships with scikit-lea
 Example:
     >>> import jax
     >>> data, target = load("two_modes", jax.random.key(0), 1000)
-    >>> data.shape, target.n_zones
+    >>> data.shape, target.num_zones
     ((1000, 2), 2)
 """
 

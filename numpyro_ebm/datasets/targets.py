@@ -12,6 +12,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from scipy.special import ndtr
 
+from numpyro_ebm._compat import get_renamed, old_name
 from numpyro_ebm._keys import as_typed_key
 from numpyro_ebm._validate import is_count, positive_int
 from numpyro_ebm.datasets.mixtures import (
@@ -51,8 +52,8 @@ class Target(eqx.Module):
         distribution: the law: any module with ``dim``, ``log_prob(x (..., dim)) -> (...)`` and
             ``sample(key, n) -> (n, dim)``, e.g. :class:`GaussianMixture` or :class:`RadialMixture`.
         zones: ``zones(x (..., dim)) -> int (...)``, the zone of each point (values in
-            ``0 .. n_zones - 1``); zone ``k`` surrounds mode ``k`` in all built-in targets.
-        weights: the exact probability of each zone under the target, shape ``(n_zones,)``.
+            ``0 .. num_zones - 1``); zone ``k`` surrounds mode ``k`` in all built-in targets.
+        weights: the exact probability of each zone under the target, shape ``(num_zones,)``.
         bounds: ``((x1_lo, x1_hi), (x2_lo, x2_hi))`` holding all but a negligible part of the
             mass (for grid integration and plots) when ``dim == 2``; ``None`` otherwise.
 
@@ -60,22 +61,22 @@ class Target(eqx.Module):
         >>> import jax
         >>> target = two_modes_target()
         >>> x = target.sample(jax.random.key(0), 3)
-        >>> target.log_prob(x).shape, target.zones(x).shape, target.n_zones
+        >>> target.log_prob(x).shape, target.zones(x).shape, target.num_zones
         ((3,), (3,), 2)
     """
 
     name: str = eqx.field(static=True)
     distribution: Distribution
     zones: Callable[[Array], Array]
-    weights: Float[Array, " n_zones"] = eqx.field(converter=_float_array)
+    weights: Float[Array, " num_zones"] = eqx.field(converter=_float_array)
     bounds: Bounds | None = eqx.field(static=True)
 
     def __check_init__(self):
-        n_zones = getattr(self.zones, "n_zones", None)
-        if n_zones is not None and self.weights.shape != (n_zones,):
+        num_zones = get_renamed(self.zones, "num_zones")
+        if num_zones is not None and self.weights.shape != (num_zones,):
             raise ValueError(
                 f"Target {self.name!r}: weights have shape {self.weights.shape} but the zones "
-                f"define {n_zones} zones; pass one weight per zone."
+                f"define {num_zones} zones; pass one weight per zone."
             )
         if self.bounds is not None and self.distribution.dim != 2:
             raise ValueError(
@@ -87,12 +88,14 @@ class Target(eqx.Module):
     def dim(self) -> int:
         return self.distribution.dim
 
+    n_zones = old_name("num_zones")
+
     @property
-    def n_zones(self) -> int:
+    def num_zones(self) -> int:
         return self.weights.shape[0]
 
     @property
-    def zone_weights(self) -> Float[Array, " n_zones"]:
+    def zone_weights(self) -> Float[Array, " num_zones"]:
         """Alias of ``weights``: the true probability of each zone."""
         return self.weights
 
@@ -189,7 +192,7 @@ def eight_gaussians_target() -> Target:
     rotation symmetry (although 0.5% of each component lies outside its own sector).
 
     Example:
-        >>> eight_gaussians_target().n_zones
+        >>> eight_gaussians_target().num_zones
         8
     """
     angles = 2 * np.pi * np.arange(8) / 8
@@ -245,7 +248,7 @@ def gaussian_mixture_target(dim: int, *, scaling: str = "sqrt_log") -> Target:
 
     Example:
         >>> target = gaussian_mixture_target(16)
-        >>> target.dim, target.n_zones, round(float(target.max_variance), 2)
+        >>> target.dim, target.num_zones, round(float(target.max_variance), 2)
         (16, 4, 2.94)
     """
     if not is_count(dim, 2) or dim % 2:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from numpyro_ebm._compat import accepts_old_names, old_name
 from numpyro_ebm._validate import is_count
 from numpyro_ebm.datasets.mixtures import _check_points, _float_array, _is_concrete
 
@@ -58,8 +59,10 @@ class LinearZones(eqx.Module):
             self.direction = direction / jnp.linalg.norm(direction)
         self.edges = edges
 
+    n_zones = old_name("num_zones")
+
     @property
-    def n_zones(self) -> int:
+    def num_zones(self) -> int:
         return self.edges.shape[0] + 1
 
     def __call__(self, x: Float[ArrayLike, "*batch dim"]) -> Int[Array, "*batch"]:
@@ -87,17 +90,20 @@ class RadialZones(eqx.Module):
             raise ValueError(f"RadialZones needs positive, increasing edges; got {edges}.")
         self.edges = edges
 
+    n_zones = old_name("num_zones")
+
     @property
-    def n_zones(self) -> int:
+    def num_zones(self) -> int:
         return self.edges.shape[0] + 1
 
     def __call__(self, x: Float[ArrayLike, "*batch dim"]) -> Int[Array, "*batch"]:
         return _radial_zones(self.edges, _float_array(x))
 
 
+@accepts_old_names
 class AngularZones(eqx.Module):
-    """``n_sectors`` equal angular sectors in the plane; sector ``i`` is centred on the angle
-    ``phase + 2 pi i / n_sectors``.
+    """``num_sectors`` equal angular sectors in the plane; sector ``i`` is centred on the angle
+    ``phase + 2 pi i / num_sectors``.
 
     Example:
         >>> import jax.numpy as jnp
@@ -105,22 +111,24 @@ class AngularZones(eqx.Module):
         Array([0, 1, 2], dtype=int32)
     """
 
-    n_sectors: int = eqx.field(static=True)
+    num_sectors: int = eqx.field(static=True)
     phase: float = eqx.field(static=True, default=0.0)
 
     def __check_init__(self):
-        n = self.n_sectors
+        n = self.num_sectors
         if not is_count(n, 2):
-            raise ValueError(f"AngularZones needs an integer n_sectors >= 2; got {n!r}.")
+            raise ValueError(f"AngularZones needs an integer num_sectors >= 2; got {n!r}.")
+
+    n_zones = old_name("num_zones")
 
     @property
-    def n_zones(self) -> int:
-        return int(self.n_sectors)
+    def num_zones(self) -> int:
+        return int(self.num_sectors)
 
     def __call__(self, x: Float[ArrayLike, "*batch 2"]) -> Int[Array, "*batch"]:
         x = _float_array(x)
         _check_points(x, 2, "AngularZones")
-        return _angular_zones(self.n_sectors, self.phase, x)
+        return _angular_zones(self.num_sectors, self.phase, x)
 
 
 class NearestMeanZones(eqx.Module):
@@ -138,8 +146,10 @@ class NearestMeanZones(eqx.Module):
     def __init__(self, means: ArrayLike):
         self.means = _rows(means, 2, 2, "NearestMeanZones needs means of shape (k >= 2, dim)")
 
+    n_zones = old_name("num_zones")
+
     @property
-    def n_zones(self) -> int:
+    def num_zones(self) -> int:
         return self.means.shape[0]
 
     def __call__(self, x: Float[ArrayLike, "*batch dim"]) -> Int[Array, "*batch"]:
@@ -163,10 +173,10 @@ def _radial_zones(edges, x):
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def _angular_zones(n_sectors, phase, x):
+def _angular_zones(num_sectors, phase, x):
     angle = jnp.arctan2(x[..., 1], x[..., 0]) - phase
-    sector = jnp.round(angle / (2 * jnp.pi / n_sectors)).astype(jnp.int32)
-    return jnp.mod(sector, n_sectors)
+    sector = jnp.round(angle / (2 * jnp.pi / num_sectors)).astype(jnp.int32)
+    return jnp.mod(sector, num_sectors)
 
 
 @jax.jit

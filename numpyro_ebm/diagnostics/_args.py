@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from numpyro_ebm._compat import get_renamed
 from numpyro_ebm._validate import check_finite_rows, positive_int
 
 LogDensityFn = Callable[[Float[Array, "*batch dim"]], Float[Array, "*batch"]]
@@ -55,27 +56,27 @@ def _check_samples(samples: ArrayLike, who: str, *, ndim: int = 2) -> Array:
     return samples
 
 
-def _resolve_zones(zones: Any, n_zones: int | None) -> tuple[Callable, int, Bounds | None]:
-    """``(zone_fn, n_zones, default_bounds)`` from a zone function or a Target."""
+def _resolve_zones(zones: Any, num_zones: int | None) -> tuple[Callable, int, Bounds | None]:
+    """``(zone_fn, num_zones, default_bounds)`` from a zone function or a Target."""
     bounds = None
     if not callable(zones) and callable(getattr(zones, "zones", None)):  # a Target
         bounds = getattr(zones, "bounds", None)
-        n_zones = zones.n_zones if n_zones is None else n_zones
+        num_zones = zones.num_zones if num_zones is None else num_zones
         zones = zones.zones
     if not callable(zones):
         raise TypeError(
             f"zones must be a function (..., dim) -> int (...), e.g. target.zones, or a Target; "
             f"got {type(zones).__name__}."
         )
-    if n_zones is None:
-        n_zones = getattr(zones, "n_zones", None)
-        if n_zones is None:
-            raise ValueError("pass n_zones: the zone function does not say how many zones it has.")
-    positive_int(n_zones, "n_zones")
-    return zones, int(n_zones), bounds
+    if num_zones is None:
+        num_zones = get_renamed(zones, "num_zones")
+        if num_zones is None:
+            raise ValueError("pass num_zones: the zone function does not say how many zones it has.")
+    positive_int(num_zones, "num_zones")
+    return zones, int(num_zones), bounds
 
 
-def _zone_indices(zone_fn: Callable, points: Array, n_zones: int) -> Array:
+def _zone_indices(zone_fn: Callable, points: Array, num_zones: int) -> Array:
     z = jnp.asarray(zone_fn(points))
     if z.shape != points.shape[:-1] or not jnp.issubdtype(z.dtype, jnp.integer):
         raise ValueError(
@@ -84,10 +85,10 @@ def _zone_indices(zone_fn: Callable, points: Array, n_zones: int) -> Array:
         )
     if not isinstance(z, jax.core.Tracer):
         lo, hi = int(jnp.min(z)), int(jnp.max(z))
-        if lo < 0 or hi >= n_zones:
+        if lo < 0 or hi >= num_zones:
             raise ValueError(
-                f"the zone function returned indices in [{lo}, {hi}], outside [0, {n_zones - 1}]; "
-                f"pass the right n_zones (here at least {hi + 1})."
+                f"the zone function returned indices in [{lo}, {hi}], outside [0, {num_zones - 1}]; "
+                f"pass the right num_zones (here at least {hi + 1})."
             )
     return z
 

@@ -97,7 +97,7 @@ def zone_weight_mses(
         init_samples: the negative chains' starting points, shape ``(n, 2)``.
         negative_samples: the negative samples they produced, shape ``(m, 2)``.
         log_density_fn: the EBM (callable or object with ``log_density``).
-        target: a Target (supplies ``zones``, ``n_zones``, ``weights`` and default ``bounds``).
+        target: a Target (supplies ``zones``, ``num_zones``, ``weights`` and default ``bounds``).
         bounds: grid box; ``target.bounds`` by default.
         resolution: grid cells per axis.
 

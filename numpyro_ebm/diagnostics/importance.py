@@ -132,19 +132,19 @@ def importance_zone_weights(
     n: int,
     *,
     batch_size: int | None = None,
-) -> tuple[Float[Array, " n_zones"], Float[Array, ""]]:
+) -> tuple[Float[Array, " num_zones"], Float[Array, ""]]:
     """Zone weights of ``pi`` by self-normalised importance sampling (any dimension), and the ESS.
 
     Args:
         log_density_or_ebm: as in :func:`importance_sample`.
         flow: the proposal, as in :func:`importance_sample`.
-        zones: a Target, or a zone function with ``n_zones``.
+        zones: a Target, or a zone function with ``num_zones``.
         key: PRNG key.
         n: number of proposals.
         batch_size: as in :func:`importance_sample`.
 
     Returns:
-        ``(weights, ess)``: weights of shape ``(n_zones,)`` summing to 1, and the ESS behind them.
+        ``(weights, ess)``: weights of shape ``(num_zones,)`` summing to 1, and the ESS behind them.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -156,9 +156,11 @@ def importance_zone_weights(
         >>> [round(v, 1) for v in w.tolist()]
         [0.3, 0.7]
     """
-    zone_fn, n_zones, _ = _resolve_zones(zones, None)
+    zone_fn, num_zones, _ = _resolve_zones(zones, None)
     s = importance_sample(log_density_or_ebm, flow, key, n, batch_size=batch_size)
-    weights = jax.ops.segment_sum(s.normalized_weights, _zone_indices(zone_fn, s.points, n_zones), n_zones)
+    weights = jax.ops.segment_sum(
+        s.normalized_weights, _zone_indices(zone_fn, s.points, num_zones), num_zones
+    )
     return weights, s.ess
 
 

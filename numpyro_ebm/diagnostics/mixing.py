@@ -14,11 +14,11 @@ def _chains_dataset(chains: ArrayLike, who: str):
     import arviz as az  # lazy: importing ArviZ takes ~1 s
 
     chains = _check_samples(chains, who, ndim=3)
-    n_chains, draws, _ = chains.shape
-    if n_chains < 2 or draws < 4:
+    num_chains, draws, _ = chains.shape
+    if num_chains < 2 or draws < 4:
         raise ValueError(
             f"{who} needs at least 2 chains of 4 draws (split R-hat compares chain halves); "
-            f"got {n_chains} chains of {draws} draws."
+            f"got {num_chains} chains of {draws} draws."
         )
     return az, az.convert_to_dataset(np.asarray(chains, dtype=np.float64))
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from numpyro_ebm._compat import renamed_kwargs
 from numpyro_ebm.diagnostics._args import (
     Bounds,
     _as_log_density,
@@ -30,18 +31,19 @@ from numpyro_ebm.diagnostics.grid import (
 # --- zone weights ------------------------------------------------------------------------------
 
 
+@renamed_kwargs()
 def zone_frequencies(
-    samples: Float[ArrayLike, "n dim"], zones: Any, n_zones: int | None = None
-) -> Float[Array, " n_zones"]:
+    samples: Float[ArrayLike, "n dim"], zones: Any, num_zones: int | None = None
+) -> Float[Array, " num_zones"]:
     """Share of the samples in each zone.
 
     Args:
         samples: points of shape ``(n, dim)``, all finite.
         zones: zone function ``(..., dim) -> int (...)`` (e.g. ``target.zones``) or a Target.
-        n_zones: number of zones; read from ``zones.n_zones`` when omitted.
+        num_zones: number of zones; read from ``zones.num_zones`` when omitted.
 
     Returns:
-        Frequencies of shape ``(n_zones,)``, summing to 1.
+        Frequencies of shape ``(num_zones,)``, summing to 1.
 
     Example:
         >>> import jax.numpy as jnp
@@ -51,10 +53,10 @@ def zone_frequencies(
         >>> zone_frequencies(x, zones).tolist()
         [0.25, 0.75]
     """
-    zone_fn, n_zones, _ = _resolve_zones(zones, n_zones)
+    zone_fn, num_zones, _ = _resolve_zones(zones, num_zones)
     samples = _check_samples(samples, "zone_frequencies")
-    z = _zone_indices(zone_fn, samples, n_zones)
-    return jnp.bincount(z, length=n_zones).astype(samples.dtype) / samples.shape[0]
+    z = _zone_indices(zone_fn, samples, num_zones)
+    return jnp.bincount(z, length=num_zones).astype(samples.dtype) / samples.shape[0]
 
 
 # Rotated-grid supersampling: each cell's mass is split equally over the zones of these 4 points
@@ -64,31 +66,32 @@ def zone_frequencies(
 _SUBCELL_OFFSETS = np.array([[1.0, 3.0], [3.0, -1.0], [-1.0, -3.0], [-3.0, 1.0]]) / 8
 
 
-def _subcell_shares(points: Array, zone_fn: Callable, n_zones: int) -> Float[Array, "cells n_zones"]:
+def _subcell_shares(points: Array, zone_fn: Callable, num_zones: int) -> Float[Array, "cells num_zones"]:
     """Share of each cell of the grid ``points (r, r, 2)`` in each zone: 0, 1/4, ..., 1."""
     p = np.asarray(points)
     spacing = jnp.asarray([p[1, 0, 0] - p[0, 0, 0], p[0, 1, 1] - p[0, 0, 1]], points.dtype)
-    shares = jnp.zeros((p.shape[0] * p.shape[1], n_zones), points.dtype)
+    shares = jnp.zeros((p.shape[0] * p.shape[1], num_zones), points.dtype)
     for offset in _SUBCELL_OFFSETS:
-        z = _zone_indices(zone_fn, points + offset * spacing, n_zones).reshape(-1)
-        shares = shares + jax.nn.one_hot(z, n_zones, dtype=points.dtype) / 4
+        z = _zone_indices(zone_fn, points + offset * spacing, num_zones).reshape(-1)
+        shares = shares + jax.nn.one_hot(z, num_zones, dtype=points.dtype) / 4
     return shares
 
 
-def _grid_zone_masses(grid: GridDensity, zone_fn: Callable, n_zones: int) -> Array:
-    shares = _subcell_shares(grid.points, zone_fn, n_zones)
+def _grid_zone_masses(grid: GridDensity, zone_fn: Callable, num_zones: int) -> Array:
+    shares = _subcell_shares(grid.points, zone_fn, num_zones)
     masses = (jnp.exp(grid.log_density) * grid.cell_area).reshape(-1) @ shares
     return masses / jnp.sum(masses)  # removes the last float rounding of the normalisation
 
 
+@renamed_kwargs()
 def zone_weights(
     samples_or_log_density: Any,
     zones: Any,
-    n_zones: int | None = None,
+    num_zones: int | None = None,
     *,
     bounds: Bounds | None = None,
     resolution: int = 200,
-) -> Float[Array, " n_zones"]:
+) -> Float[Array, " num_zones"]:
     """The weight of each mode zone, from samples or from a (2-D) density.
 
     * Samples ``(n, dim)``: the zone frequencies (:func:`zone_frequencies`), any dimension.
@@ -100,13 +103,13 @@ def zone_weights(
     Args:
         samples_or_log_density: samples or a log-density, as above.
         zones: zone function ``(..., dim) -> int (...)`` or a Target (which also supplies
-            ``n_zones`` and the default ``bounds``).
-        n_zones: number of zones; read from ``zones`` when omitted.
+            ``num_zones`` and the default ``bounds``).
+        num_zones: number of zones; read from ``zones`` when omitted.
         bounds: integration box ``((x1_lo, x1_hi), (x2_lo, x2_hi))``, for densities only.
         resolution: grid cells per axis, for densities only.
 
     Returns:
-        Weights of shape ``(n_zones,)``, summing to 1.
+        Weights of shape ``(num_zones,)``, summing to 1.
 
     Example:
         >>> from numpyro_ebm import datasets
@@ -114,9 +117,9 @@ def zone_weights(
         >>> [round(w, 3) for w in zone_weights(target.log_prob, target).tolist()]
         [0.1, 0.2, 0.3, 0.4]
     """
-    zone_fn, n_zones, default_bounds = _resolve_zones(zones, n_zones)
+    zone_fn, num_zones, default_bounds = _resolve_zones(zones, num_zones)
     if not _is_log_density(samples_or_log_density):
-        return zone_frequencies(samples_or_log_density, zone_fn, n_zones)
+        return zone_frequencies(samples_or_log_density, zone_fn, num_zones)
     dim = getattr(samples_or_log_density, "dim", None)
     if isinstance(dim, int) and dim != 2:
         raise ValueError(
@@ -130,7 +133,7 @@ def zone_weights(
             "grid (e.g. target.bounds), or pass a Target as zones."
         )
     grid = grid_log_density(samples_or_log_density, bounds, resolution)
-    return _grid_zone_masses(grid, zone_fn, n_zones)
+    return _grid_zone_masses(grid, zone_fn, num_zones)
 
 
 class GridZoneWeights:
@@ -150,12 +153,12 @@ class GridZoneWeights:
 
     Args:
         zones: zone function ``(..., 2) -> int (...)`` or a Target (which also supplies
-            ``n_zones`` and the default ``bounds``).
-        n_zones: number of zones; read from ``zones`` when omitted.
+            ``num_zones`` and the default ``bounds``).
+        num_zones: number of zones; read from ``zones`` when omitted.
         bounds: integration box ``((x1_lo, x1_hi), (x2_lo, x2_hi))``; ``zones.bounds`` of a
             Target by default.
         resolution: grid cells per axis (``>= 2``).
-        zone: ``None``: calls return every zone's weight, shape ``(n_zones,)``; an index: calls
+        zone: ``None``: calls return every zone's weight, shape ``(num_zones,)``; an index: calls
             return that zone's weight, a float.
 
     Example:
@@ -170,16 +173,17 @@ class GridZoneWeights:
         0.667
     """
 
+    @renamed_kwargs()
     def __init__(
         self,
         zones: Any,
-        n_zones: int | None = None,
+        num_zones: int | None = None,
         *,
         bounds: Bounds | None = None,
         resolution: int = 200,
         zone: int | None = None,
     ):
-        zone_fn, n_zones, default_bounds = _resolve_zones(zones, n_zones)
+        zone_fn, num_zones, default_bounds = _resolve_zones(zones, num_zones)
         bounds = default_bounds if bounds is None else bounds
         if bounds is None:
             raise ValueError(
@@ -189,16 +193,16 @@ class GridZoneWeights:
         bounds = _check_bounds(bounds)
         resolution = check_resolution(resolution)
         if zone is not None and (
-            isinstance(zone, bool) or not isinstance(zone, int | np.integer) or not 0 <= zone < n_zones
+            isinstance(zone, bool) or not isinstance(zone, int | np.integer) or not 0 <= zone < num_zones
         ):
-            raise ValueError(f"zone must be None or an index in [0, {n_zones - 1}]; got {zone!r}.")
+            raise ValueError(f"zone must be None or an index in [0, {num_zones - 1}]; got {zone!r}.")
         points = cell_centres(bounds, resolution, jnp.result_type(float))
-        self.bounds, self.resolution, self.n_zones = bounds, resolution, n_zones
+        self.bounds, self.resolution, self.num_zones = bounds, resolution, num_zones
         self.zone = None if zone is None else int(zone)
         self._points = points.reshape(-1, 2)
-        self._shares = _subcell_shares(points, zone_fn, n_zones)
+        self._shares = _subcell_shares(points, zone_fn, num_zones)
 
-    def __call__(self, model: Any, flow: Any = None, bank: Any = None) -> Float[Array, " n_zones"] | float:
+    def __call__(self, model: Any, flow: Any = None, bank: Any = None) -> Float[Array, " num_zones"] | float:
         """The zone weights of ``model``'s density (``flow`` and ``bank`` are ignored).
 
         Args:
@@ -208,7 +212,7 @@ class GridZoneWeights:
             bank: ignored (``train`` passes the negative chains).
 
         Returns:
-            The weights, shape ``(n_zones,)`` summing to 1; or, with ``zone=``, that zone's weight.
+            The weights, shape ``(num_zones,)`` summing to 1; or, with ``zone=``, that zone's weight.
         """
         logp = evaluate_points(_as_log_density(model, "GridZoneWeights"), self._points)
         weights = jax.nn.softmax(logp) @ self._shares

@@ -20,6 +20,7 @@ from flowjax.distributions import AbstractDistribution
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from numpyro_ebm import adaptation
+from numpyro_ebm._compat import old_name
 from numpyro_ebm._keys import as_typed_key
 from numpyro_ebm._validate import positive_int
 from numpyro_ebm.energy import EnergyModel, as_numpyro
@@ -36,23 +37,26 @@ class NegativeSample(NamedTuple):
     Attributes:
         final: the chains' last states, written back to the bank, shape ``(chains, dim)``.
         negatives: the negative samples, shape ``(batch, dim)`` (``chains * k`` with ``keep=k``).
-        local_accept: mean acceptance of the local (MALA/ULA) steps, scalar.
-        global_accept: mean acceptance of the global flow moves, scalar; NaN without them.
+        local_accept_prob: mean acceptance of the local (MALA/ULA) steps, scalar.
+        global_accept_prob: mean acceptance of the global flow moves, scalar; NaN without them.
         step_size: the step size for the next call (adapted if the sampler has a target).
     """
 
     final: Float[Array, "chains dim"]
     negatives: Float[Array, "batch dim"]
-    local_accept: Float[Array, ""]
-    global_accept: Float[Array, ""]
+    local_accept_prob: Float[Array, ""]
+    global_accept_prob: Float[Array, ""]
     step_size: Float[Array, ""]
+
+    local_accept = old_name("local_accept_prob")
+    global_accept = old_name("global_accept_prob")
 
 
 class _Run(NamedTuple):
     final: Array
     trajectory: Array | None  # (states, chains, dim) when negatives are thinned from it
-    local_accept: Array
-    global_accept: Array
+    local_accept_prob: Array
+    global_accept_prob: Array
 
 
 def _is_positive_number(value) -> bool:
@@ -69,7 +73,7 @@ class AbstractNegatives(eqx.Module):
 
     Concrete samplers set the class variables below, list their positive-real and
     positive-integer fields in ``_positive_fields`` / ``_count_fields`` (checked here, once, at
-    construction) and implement ``_run`` and ``n_states``.
+    construction) and implement ``_run`` and ``num_states``.
 
     Attributes:
         persistent: chains continue from the bank (``True``) or restart each step.
@@ -116,16 +120,16 @@ class AbstractNegatives(eqx.Module):
                 f"{type(self).__name__}: keep must be 'last' or a positive integer k (k states taken "
                 f"evenly from each trajectory); got {self.keep!r}."
             )
-        if isinstance(self.keep, int) and self.keep > self.n_states:
+        if isinstance(self.keep, int) and self.keep > self.num_states:
             raise ValueError(
-                f"{type(self).__name__}: keep={self.keep} exceeds the {self.n_states} states of one "
+                f"{type(self).__name__}: keep={self.keep} exceeds the {self.num_states} states of one "
                 "trajectory; lower keep or run more steps."
             )
 
     # ----------------------------------------------------------------------------- to implement
     @property
     @abc.abstractmethod
-    def n_states(self) -> int:
+    def num_states(self) -> int:
         """States in one chain's trajectory per call (what ``keep=k`` chooses from)."""
 
     @abc.abstractmethod
@@ -144,9 +148,12 @@ class AbstractNegatives(eqx.Module):
             return paramax.unwrap(ebm.base)
         return flow
 
-    def n_chains(self, batch_size: int) -> int:
+    def num_chains(self, batch_size: int) -> int:
         """Chains to move per training step so that ``batch_size`` negatives come out."""
         return batch_size if self.keep == "last" else batch_size // self.keep
+
+    n_chains = old_name("num_chains")
+    n_states = old_name("num_states")
 
     def validate(self, ebm: EnergyModel, batch_size: int) -> None:
         """Raise a ``ValueError``/``TypeError`` if this sampler cannot train ``ebm``; no tracing."""
@@ -198,18 +205,18 @@ class AbstractNegatives(eqx.Module):
         ebm: EnergyModel,
         flow: AbstractDistribution | None,
         bank: Float[Array, "bank dim"],
-        n_chains: int,
+        num_chains: int,
     ) -> tuple[Int[Array, " chains"], Float[Array, "chains dim"]]:
-        """Pick ``n_chains`` distinct bank rows at random (written back after the move) and their start.
+        """Pick ``num_chains`` distinct bank rows at random (written back after the move) and their start.
 
         Persistent samplers start from those rows (paper-notes 2.4, the ebm-anatomy convention);
         the others start afresh from ``start``.
         """
         key_index, key_start = jax.random.split(as_typed_key(key))
-        index = jax.random.choice(key_index, bank.shape[0], (n_chains,), replace=False)
+        index = jax.random.choice(key_index, bank.shape[0], (num_chains,), replace=False)
         if self.persistent:
             return index, bank[index]
-        return index, self.initial_positions(key_start, ebm, flow, n_chains).astype(bank.dtype)
+        return index, self.initial_positions(key_start, ebm, flow, num_chains).astype(bank.dtype)
 
     def __call__(
         self,
@@ -256,9 +263,9 @@ class AbstractNegatives(eqx.Module):
         return NegativeSample(
             final=run.final,
             negatives=jax.lax.stop_gradient(negatives),
-            local_accept=jnp.asarray(run.local_accept, positions.dtype),
-            global_accept=jnp.asarray(run.global_accept, positions.dtype),
-            step_size=self._adapt(step_size, run.local_accept),
+            local_accept_prob=jnp.asarray(run.local_accept_prob, positions.dtype),
+            global_accept_prob=jnp.asarray(run.global_accept_prob, positions.dtype),
+            step_size=self._adapt(step_size, run.local_accept_prob),
         )
 
     def _adapt(self, step_size: Array, accept: Array) -> Array:
@@ -270,29 +277,31 @@ class AbstractNegatives(eqx.Module):
 
 
 class AbstractStepNegatives(AbstractNegatives):
-    """A sampler that makes ``n_steps`` moves per call, so one trajectory has ``n_steps`` states
-    (ULA, MALA, ShortRun, NT-EBM, CoopFlow)."""
+    """A sampler that makes ``num_mcmc_steps`` moves per call, so one trajectory has
+    ``num_mcmc_steps`` states (ULA, MALA, ShortRun, NT-EBM, CoopFlow)."""
 
-    n_steps: eqx.AbstractVar[int]
+    num_mcmc_steps: eqx.AbstractVar[int]
 
-    _count_fields: ClassVar[tuple[str, ...]] = ("n_steps",)
+    _count_fields: ClassVar[tuple[str, ...]] = ("num_mcmc_steps",)
+
+    n_steps = old_name("num_mcmc_steps")
 
     @property
-    def n_states(self) -> int:
-        return self.n_steps
+    def num_states(self) -> int:
+        return self.num_mcmc_steps
 
 
 def _langevin_run(
-    move, key, log_density, positions, step_size, n_steps, keep_trajectory, **move_kwargs
+    move, key, logdensity_fn, positions, step_size, num_mcmc_steps, keep_trajectory, **move_kwargs
 ) -> _Run:
-    """``n_steps`` of one gradient move (ULA or MALA) as a ``lax.scan``."""
+    """``num_mcmc_steps`` of one gradient move (ULA or MALA) as a ``lax.scan``."""
 
     def step(chains, step_key):
-        chains, info = move(step_key, chains, log_density, step_size, **move_kwargs)
+        chains, info = move(step_key, chains, logdensity_fn, step_size, **move_kwargs)
         return chains, (jnp.mean(info.accept_prob), chains.position if keep_trajectory else None)
 
-    chains = init_chains(positions, log_density)
-    chains, (accept, trajectory) = jax.lax.scan(step, chains, jax.random.split(key, n_steps))
+    chains = init_chains(positions, logdensity_fn)
+    chains, (accept, trajectory) = jax.lax.scan(step, chains, jax.random.split(key, num_mcmc_steps))
     return _Run(chains.position, trajectory, jnp.mean(accept), jnp.full((), jnp.nan, positions.dtype))
 
 

@@ -9,6 +9,7 @@ import jax
 import paramax
 from flowjax.distributions import AbstractDistribution, AbstractTransformed
 
+from numpyro_ebm._compat import accepts_old_names
 from numpyro_ebm.energy import EnergyModel
 from numpyro_ebm.moves import mala, ula
 from numpyro_ebm.negatives.base import (
@@ -22,6 +23,7 @@ from numpyro_ebm.negatives.base import (
 __all__ = ["NTEBM", "CoopFlow"]
 
 
+@accepts_old_names
 class NTEBM(AbstractStepNegatives):
     """NT-EBM negatives (Nijkamp et al. 2022): MALA in the latent space of the EBM's flow tilt.
 
@@ -34,18 +36,18 @@ class NTEBM(AbstractStepNegatives):
 
     Args:
         step_size: initial latent MALA step size.
-        n_steps: MALA steps per training step.
+        num_mcmc_steps: MALA steps per training step.
         target_accept: adapt the step size toward this acceptance (``None``: fixed).
         keep: ``"last"`` or ``k`` states per chain taken evenly from the trajectory.
 
     Example:
-        >>> NTEBM(n_steps=128).flow_training
+        >>> NTEBM(num_mcmc_steps=128).flow_training
         'tilt'
     """
 
     _: KW_ONLY
     step_size: float = 0.01
-    n_steps: int = 128
+    num_mcmc_steps: int = 128
     target_accept: float | None = 0.75
     keep: Keep = "last"
 
@@ -71,15 +73,18 @@ class NTEBM(AbstractStepNegatives):
 
         # Chains start as flow samples x = T(z); inverting recovers their z.
         z = jax.vmap(flow.bijection.inverse)(positions)
-        run = _langevin_run(mala, key, latent_log_density, z, step_size, self.n_steps, self.keep != "last")
+        run = _langevin_run(
+            mala, key, latent_log_density, z, step_size, self.num_mcmc_steps, self.keep != "last"
+        )
         trajectory = None if run.trajectory is None else jax.vmap(transform)(run.trajectory)
         return run._replace(final=transform(run.final), trajectory=trajectory)
 
 
+@accepts_old_names
 class CoopFlow(AbstractStepNegatives):
     """CoopFlow negatives (Xie et al. 2022): flow samples refined by noise-free Langevin.
 
-    Every step draws fresh flow samples and moves them ``n_steps`` times by
+    Every step draws fresh flow samples and moves them ``num_mcmc_steps`` times by
     ``x' = x + eta grad log p(x)`` (``moves.ula`` with ``noise_scale=0``, as the CoopFlow authors
     advise); the refined samples are the negatives, and the trainer fits the flow to them. The
     paper's settings: 256 steps of 5e-4 (2-D) or 1e-4 (mixtures), flow pre-trained on the data.
@@ -87,20 +92,20 @@ class CoopFlow(AbstractStepNegatives):
     Args:
         flow: the (pre-trained) flow.
         step_size: gradient step size.
-        n_steps: refinement steps.
+        num_mcmc_steps: refinement steps.
         keep: ``"last"`` or ``k`` states per chain taken evenly from the trajectory.
 
     Example:
         >>> import jax
         >>> from numpyro_ebm.flows import default_flow
-        >>> CoopFlow(default_flow(jax.random.key(0), 2), step_size=5e-4, n_steps=256).persistent
+        >>> CoopFlow(default_flow(jax.random.key(0), 2), step_size=5e-4, num_mcmc_steps=256).persistent
         False
     """
 
     flow: AbstractDistribution
     _: KW_ONLY
     step_size: float = 5e-4
-    n_steps: int = 256
+    num_mcmc_steps: int = 256
     keep: Keep = "last"
 
     persistent: ClassVar[bool] = False
@@ -108,13 +113,7 @@ class CoopFlow(AbstractStepNegatives):
     start: ClassVar[str] = "flow"
 
     def _run(self, key, ebm, flow, positions, step_size) -> _Run:
+        steps, thin = self.num_mcmc_steps, self.keep != "last"
         return _langevin_run(
-            ula,
-            key,
-            _point_log_density(ebm),
-            positions,
-            step_size,
-            self.n_steps,
-            self.keep != "last",
-            noise_scale=0.0,
+            ula, key, _point_log_density(ebm), positions, step_size, steps, thin, noise_scale=0.0
         )

@@ -13,6 +13,7 @@ import paramax
 from flowjax.distributions import AbstractDistribution
 from jaxtyping import Array, PRNGKeyArray
 
+from numpyro_ebm._compat import old_name, renamed_kwargs
 from numpyro_ebm._validate import fraction
 from numpyro_ebm.energy import EnergyModel, as_numpyro
 from numpyro_ebm.flowmc import FlowMCSettings, run_chains
@@ -114,24 +115,24 @@ class DefensiveProposal(eqx.Module):
 class FlowMC(AbstractNegatives):
     """flowMC negatives (flowMC-EBM, Grenioux et al. 2023, Algorithm 1): persistent chains, flow moves.
 
-    Each call runs ``n_cycles`` flowMC cycles (:func:`numpyro_ebm.flowmc.run_chains`: one global
-    move, ``"isir"`` or ``"imh"``, then ``n_local_steps`` MALA steps) on chains drawn from the
+    Each call runs ``num_cycles`` flowMC cycles (:func:`numpyro_ebm.flowmc.run_chains`: one global
+    move, ``"isir"`` or ``"imh"``, then ``num_local_steps`` MALA steps) on chains drawn from the
     bank. The trainer fits the flow to the negatives (one optax step of forward KL per EBM step).
     The transition is a :class:`~numpyro_ebm.flowmc.FlowMCSettings`, by default the library's
     one set: i-SIR with 32 particles, 4 MALA steps per cycle, and a MALA step size that adapts
     toward 0.574 acceptance by the x1.05 rule (``numpyro_ebm.adaptation``), from 0.1. A fixed step
     over-mixes nothing and under-mixes much: the paper's 0.01 gave acceptance 1.00 in d = 16
-    (docs/guide-training.md, "Why the weights were off"). ``n_cycles=2`` makes the paper's 2:1
-    example, 10 steps = [1 i-SIR, 4 MALA] x 2; its 2-D tasks use ``n_cycles=1,
-    n_local_steps=127, keep=4``.
+    (docs/guide-training.md, "Why the weights were off"). ``num_cycles=2`` makes the paper's 2:1
+    example, 10 steps = [1 i-SIR, 4 MALA] x 2; its 2-D tasks use ``num_cycles=1,
+    num_local_steps=127, keep=4``.
 
     Args:
         flow: initial flow (identity-initialised, e.g. ``default_flow(..., identity_init=True)``).
         settings: the transition (``global_move`` must be ``"isir"`` or ``"imh"``); default
             ``FlowMCSettings()``.
-        n_cycles: flowMC cycles per training step.
-        keep: ``"last"`` or ``k`` states per chain taken evenly from the ``n_cycles *
-            (1 + n_local_steps)`` states of the trajectory.
+        num_cycles: flowMC cycles per training step.
+        keep: ``"last"`` or ``k`` states per chain taken evenly from the ``num_cycles *
+            (1 + num_local_steps)`` states of the trajectory.
         reference_fraction: mode recovery. ``0`` (default): the global moves propose from the
             flow alone. ``a`` in ``(0, 1)``: from :class:`DefensiveProposal`, the flow mixed with
             the EBM's tilt ``rho`` (a proposal from ``rho`` with probability ``a``), so a bank
@@ -142,17 +143,17 @@ class FlowMC(AbstractNegatives):
             (low dimension, or ``rho`` fitted to the data): with 0.25, a bank and a flow
             entirely in the light mode of a 2-D 2:1 mixture had the heavy mode at 0.64 after 10
             cycles (docs/guide-training.md, "A bank that lost a mode").
-        **fields: each replaces its field of ``settings``: ``n_particles``, ``global_move``,
-            ``step_size``, ``n_local_steps``, ``particle_batch_size``, and ``target_accept``
+        **fields: each replaces its field of ``settings``: ``num_particles``, ``global_move``,
+            ``step_size``, ``num_local_steps``, ``particle_batch_size``, and ``target_accept``
             (the MALA acceptance the step size adapts toward; ``None``: a fixed step size).
 
     Example:
         >>> import jax
         >>> from numpyro_ebm.flows import default_flow
         >>> sampler = FlowMC(default_flow(jax.random.key(0), 2, identity_init=True))
-        >>> sampler.persistent, sampler.flow_training, sampler.n_states, sampler.target_accept
+        >>> sampler.persistent, sampler.flow_training, sampler.num_states, sampler.target_accept
         (True, 'negatives', 10, 0.574)
-        >>> FlowMC(sampler.flow, n_particles=8, target_accept=None).settings.adapt_step_size
+        >>> FlowMC(sampler.flow, num_particles=8, target_accept=None).settings.adapt_step_size
         False
 
         Mode recovery: a quarter of the proposals drawn from the EBM's tilt.
@@ -161,7 +162,7 @@ class FlowMC(AbstractNegatives):
         >>> from numpyro_ebm.energy import EnergyModel
         >>> from numpyro_ebm.nets import ToyNet
         >>> ebm = EnergyModel(ToyNet(2, key=jax.random.key(1)), sampler.flow.base_dist)
-        >>> recovering = FlowMC(sampler.flow, reference_fraction=0.25, n_particles=8)
+        >>> recovering = FlowMC(sampler.flow, reference_fraction=0.25, num_particles=8)
         >>> out = recovering(jax.random.key(2), ebm, sampler.flow, jnp.zeros((16, 2)),
         ...                  recovering.init_step_size())
         >>> out.final.shape, recovering.reference_fraction
@@ -170,21 +171,22 @@ class FlowMC(AbstractNegatives):
 
     flow: AbstractDistribution
     settings: FlowMCSettings
-    n_cycles: int
+    num_cycles: int
     keep: Keep
     reference_fraction: float = eqx.field(static=True)
 
     persistent: ClassVar[bool] = True
     flow_training: ClassVar[str] = "negatives"
     start: ClassVar[str] = "flow"
-    _count_fields: ClassVar[tuple[str, ...]] = ("n_cycles",)
+    _count_fields: ClassVar[tuple[str, ...]] = ("num_cycles",)
 
+    @renamed_kwargs()
     def __init__(
         self,
         flow: AbstractDistribution,
         settings: FlowMCSettings | None = None,
         *,
-        n_cycles: int = 2,
+        num_cycles: int = 2,
         keep: Keep = "last",
         reference_fraction: float = 0.0,
         **fields,
@@ -200,7 +202,7 @@ class FlowMC(AbstractNegatives):
             self.settings = (FlowMCSettings() if settings is None else settings).replace(**fields)
         except (TypeError, ValueError) as err:
             raise type(err)(f"FlowMC: {err}") from None
-        self.flow, self.n_cycles, self.keep = flow, n_cycles, keep
+        self.flow, self.num_cycles, self.keep = flow, num_cycles, keep
         self.reference_fraction = fraction(reference_fraction, "FlowMC: reference_fraction")
 
     def __check_init__(self):
@@ -210,18 +212,22 @@ class FlowMC(AbstractNegatives):
             )
 
     @classmethod
+    @renamed_kwargs()
     def from_settings(
-        cls, flow: AbstractDistribution, settings: FlowMCSettings, *, n_cycles: int = 2, keep: Keep = "last"
+        cls, flow: AbstractDistribution, settings: FlowMCSettings, *, num_cycles: int = 2, keep: Keep = "last"
     ) -> FlowMC:
-        """``FlowMC(flow, settings, n_cycles=n_cycles, keep=keep)`` (kept for older code)."""
-        return cls(flow, settings, n_cycles=n_cycles, keep=keep)
+        """``FlowMC(flow, settings, num_cycles=num_cycles, keep=keep)`` (kept for older code)."""
+        return cls(flow, settings, num_cycles=num_cycles, keep=keep)
 
     # The transition's fields, read as before settings held them.
     step_size = property(lambda self: self.settings.step_size)
-    n_local_steps = property(lambda self: self.settings.n_local_steps)
-    n_particles = property(lambda self: self.settings.n_particles)
+    num_local_steps = property(lambda self: self.settings.num_local_steps)
+    num_particles = property(lambda self: self.settings.num_particles)
     global_move = property(lambda self: self.settings.global_move)
     particle_batch_size = property(lambda self: self.settings.particle_batch_size)
+    n_local_steps = old_name("num_local_steps")
+    n_particles = old_name("num_particles")
+    n_cycles = old_name("num_cycles")
 
     @property
     def target_accept(self) -> float | None:
@@ -229,8 +235,8 @@ class FlowMC(AbstractNegatives):
         return self.settings.target_accept_prob if self.settings.adapt_step_size else None
 
     @property
-    def n_states(self) -> int:
-        return self.n_cycles * (1 + self.n_local_steps)
+    def num_states(self) -> int:
+        return self.num_cycles * (1 + self.num_local_steps)
 
     def validate(self, ebm: EnergyModel, batch_size: int) -> None:
         super().validate(ebm, batch_size)
@@ -245,18 +251,18 @@ class FlowMC(AbstractNegatives):
             )
 
     def _run(self, key, ebm, flow, positions, step_size) -> _Run:
-        log_density = _point_log_density(ebm)
-        chains = init_chains(positions, log_density)
+        logdensity_fn = _point_log_density(ebm)
+        chains = init_chains(positions, logdensity_fn)
         if self.reference_fraction > 0:
             self._check_tilt(ebm)
             flow = DefensiveProposal(flow, as_numpyro(ebm.base), self.reference_fraction)
         chains, info = run_chains(
             key,
             chains,
-            log_density,
+            logdensity_fn,
             flow,
             self.settings,
-            self.n_cycles,
+            self.num_cycles,
             step_size=step_size,
             keep_trajectory=self.keep != "last",
         )

@@ -34,42 +34,44 @@ from numpyro_ebm.training import TrainingDivergedError, train
 __all__ = ["sampler_work", "train_method", "sampler_chains", "settings", "last", "machine", "total_work"]
 
 
-def sampler_work(sampler: str, options: dict[str, Any], n_chains: int) -> dict[str, int]:
-    """Evaluations one sampler call makes on ``n_chains`` chains.
+def sampler_work(sampler: str, options: dict[str, Any], num_chains: int) -> dict[str, int]:
+    """Evaluations one sampler call makes on ``num_chains`` chains.
 
     ``energy`` counts every evaluation of the energy (with or without input gradient),
     ``energy_grad`` those with a gradient, ``flow`` the flow samples and density evaluations.
     flowMC: per chain, ``init`` (1 gradient) + per cycle ``particles - 1`` proposals (energy and
     flow), 1 flow density of the current state, 1 gradient at the chosen particle, and one gradient
-    per MALA step. Langevin samplers: 1 + ``n_steps`` gradients per chain (NT-EBM also pushes each
+    per MALA step. Langevin samplers: 1 + ``num_mcmc_steps`` gradients per chain (NT-EBM also pushes each
     through the flow).
 
     Example:
-        >>> sampler_work("ula", {"n_steps": 10}, 64)
+        >>> sampler_work("ula", {"num_mcmc_steps": 10}, 64)
         {'energy': 704, 'energy_grad': 704, 'flow': 0}
     """
     if sampler == "flowmc":
-        cycles = options.get("n_cycles", 2)
-        local = options.get("n_local_steps", 4)
-        proposals = options.get("n_particles", 32) - 1 if options.get("global_move", "isir") == "isir" else 1
+        cycles = options.get("num_cycles", 2)
+        local = options.get("num_local_steps", 4)
+        proposals = (
+            options.get("num_particles", 32) - 1 if options.get("global_move", "isir") == "isir" else 1
+        )
         grads = 1 + cycles * (1 + local)
         energy = grads + cycles * proposals
         flow = cycles * (proposals + 1)
     else:
-        grads = 1 + options.get("n_steps", 10)
+        grads = 1 + options.get("num_mcmc_steps", 10)
         energy = grads
         flow = grads + 1 if sampler == "ntebm" else 0
-    return {"energy": energy * n_chains, "energy_grad": grads * n_chains, "flow": flow * n_chains}
+    return {"energy": energy * num_chains, "energy_grad": grads * num_chains, "flow": flow * num_chains}
 
 
-def n_chains(options: dict[str, Any], batch_size: int) -> int:
+def num_chains(options: dict[str, Any], batch_size: int) -> int:
     keep = options.get("keep", "last")
     return batch_size if keep == "last" else batch_size // keep
 
 
 def training_work(method: Method) -> dict[str, int]:
     s = method.schedule
-    per_step = sampler_work(method.sampler, method.options, n_chains(method.options, s.batch_size))
+    per_step = sampler_work(method.sampler, method.options, num_chains(method.options, s.batch_size))
     work = {f"sampler_{k}_evals": v * s.num_steps for k, v in per_step.items()}
     work["train_steps"] = s.num_steps
     work["data_points_seen"] = s.num_steps * s.batch_size
@@ -223,14 +225,14 @@ def sampler_chains(sampler, ebm, flow, start, step_size, key, calls: int):
     ``calls`` times as long from fresh starts, thinned to ``calls`` evenly spaced states.
 
     Returns:
-        ``(chains, global_accept)``: ``(len(start), calls, dim)`` and the mean global acceptance
+        ``(chains, global_accept_prob)``: ``(len(start), calls, dim)`` and the mean global acceptance
         (NaN without global moves).
     """
     if sampler.persistent:
         return _persistent_chains(
             dataclasses.replace(sampler, keep="last"), ebm, flow, start, jnp.asarray(step_size), key, calls
         )
-    long = dataclasses.replace(sampler, n_steps=sampler.n_steps * calls, keep=calls)
+    long = dataclasses.replace(sampler, num_mcmc_steps=sampler.num_mcmc_steps * calls, keep=calls)
     return _restarting_chains(long, ebm, flow, start, jnp.asarray(step_size), key, calls)
 
 
@@ -239,7 +241,7 @@ def _persistent_chains(sampler, ebm, flow, start, step_size, key, calls):
     def body(carry, k):
         x, eta = carry
         out = sampler(k, ebm, flow, x, eta)
-        return (out.final, out.step_size), (out.final, out.global_accept)
+        return (out.final, out.step_size), (out.final, out.global_accept_prob)
 
     _, (states, accept) = jax.lax.scan(body, (start, step_size), jax.random.split(key, calls))
     return jnp.swapaxes(states, 0, 1), jnp.mean(accept)
@@ -248,7 +250,7 @@ def _persistent_chains(sampler, ebm, flow, start, step_size, key, calls):
 @eqx.filter_jit
 def _restarting_chains(sampler, ebm, flow, start, step_size, key, calls):
     out = sampler(key, ebm, flow, start, step_size)
-    return jnp.swapaxes(out.negatives.reshape(calls, start.shape[0], -1), 0, 1), out.global_accept
+    return jnp.swapaxes(out.negatives.reshape(calls, start.shape[0], -1), 0, 1), out.global_accept_prob
 
 
 def chain_starts(sampler, ebm, flow, bank, key, n: int):

@@ -50,7 +50,7 @@ def _method(schedule, arch, note="", **options) -> Method:
     return Method("flowMC-EBM", "flowmc", options, schedule, arch, note)
 
 
-_SAMPLER = dict(n_cycles=3, n_local_steps=32, step_size=1e-4, target_accept=0.6)
+_SAMPLER = dict(num_cycles=3, num_local_steps=32, step_size=1e-4, target_accept=0.6)
 _PAPER = Schedule(27300, 128, 1024, 50000, 1e-4, chunk_size=50, energy_l2=1e-4, decay_every=50, lr_decay=0.99)
 
 
@@ -58,21 +58,21 @@ def _quick(shape: tuple[int, int, int], rate: float) -> list:
     """The end-to-end smoke run of the tests (tiny networks, a few steps); numbers mean nothing.
     ``rate`` is both the learning rate and the MALA step size."""
     schedule = Schedule(4, 8, 16, 64, rate, chunk_size=2, energy_l2=1e-4, decay_every=50, lr_decay=0.99)
-    sampler = dict(n_particles=4, n_cycles=1, n_local_steps=2, step_size=rate, target_accept=0.6)
+    sampler = dict(num_particles=4, num_cycles=1, num_local_steps=2, step_size=rate, target_accept=0.6)
     return [_method(schedule, ImageArch(shape, 2, 2, 1, 1, 32), **sampler)]
 
 
 CIFAR10 = {
-    "paper": [_method(_PAPER, ImageArch((3, 32, 32), 64, 64, 6, 2, 10000), n_particles=128, **_SAMPLER)],
+    "paper": [_method(_PAPER, ImageArch((3, 32, 32), 64, 64, 6, 2, 10000), num_particles=128, **_SAMPLER)],
     # cpu: hours still; 2,000 images, 300 steps, narrow networks, 1 x [1 i-SIR x 16 + 8 MALA].
     "cpu": [
         _method(
             Schedule(300, 32, 256, 2000, 1e-4, chunk_size=50, energy_l2=1e-4, decay_every=50, lr_decay=0.99),
             ImageArch((3, 32, 32), 8, 8, 1, 2, 500),
             "cpu budget: narrow networks (8 channels), 300 steps, 1 x [1 i-SIR x 16 + 8 MALA]",
-            n_particles=16,
-            n_cycles=1,
-            n_local_steps=8,
+            num_particles=16,
+            num_cycles=1,
+            num_local_steps=8,
             step_size=1e-4,
             target_accept=0.6,
         )
@@ -81,7 +81,7 @@ CIFAR10 = {
 }
 # The same experiment on scikit-learn's 8x8 digits (17 grey levels, 1,797 images, 10 classes),
 # sized for a CPU: rates 1e-3 (the small networks learn slowly at 1e-4), 3,000 steps.
-_DIGITS_SAMPLER = dict(n_cycles=1, n_local_steps=16, step_size=1e-3, target_accept=0.6)
+_DIGITS_SAMPLER = dict(num_cycles=1, num_local_steps=16, step_size=1e-3, target_accept=0.6)
 DIGITS = {
     "paper": [
         _method(
@@ -89,7 +89,7 @@ DIGITS = {
                 27300, 128, 1024, 1500, 1e-4, chunk_size=50, energy_l2=1e-4, decay_every=50, lr_decay=0.99
             ),
             ImageArch((1, 8, 8), 64, 64, 6, 2, 297),
-            n_particles=128,
+            num_particles=128,
             **_SAMPLER,
         )
     ],
@@ -100,7 +100,7 @@ DIGITS = {
             ),
             ImageArch((1, 8, 8), 16, 16, 1, 2, 297),
             "cpu budget: 16-channel networks, 3,000 steps at 1e-3, 1 x [1 i-SIR x 32 + 16 MALA]",
-            n_particles=32,
+            num_particles=32,
             **_DIGITS_SAMPLER,
         )
     ],

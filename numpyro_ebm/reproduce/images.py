@@ -110,8 +110,8 @@ def _experiment(method, preset, key, progress, out_dir, train_set, test_set, cla
     out = {
         "methods": {
             method.name: {
-                "global_accept": last(result.history, "global_accept"),
-                "local_accept": last(result.history, "local_accept"),
+                "global_accept_prob": last(result.history, "global_accept_prob"),
+                "local_accept_prob": last(result.history, "local_accept_prob"),
                 "chains_global_accept": float(accept),  # NaN without chains (quick)
                 "step_size": float(result.step_size),
                 "energy_mean": {
@@ -137,7 +137,7 @@ def _experiment(method, preset, key, progress, out_dir, train_set, test_set, cla
         },
         "num_train": int(x.shape[0]),
         "num_test": int(x_test.shape[0]),
-        "paper": {"global_accept": "5-10 %", "samples": "medium quality", "metrics": "none (no FID/IS)"},
+        "paper": {"global_accept_prob": "5-10 %", "samples": "medium quality", "metrics": "none (no FID/IS)"},
     }
     shape = arch.image_shape
     n_show = min(samples.shape[0], np.asarray(x).shape[0])

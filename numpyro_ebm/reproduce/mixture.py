@@ -155,8 +155,8 @@ def _evaluate(trained, method, target, rhat, key, key_is) -> dict[str, Any]:
     row.update(
         {
             "step_size": float(result.step_size),
-            "global_accept": last(result.history, "global_accept"),
-            "local_accept": last(result.history, "local_accept"),
+            "global_accept_prob": last(result.history, "global_accept_prob"),
+            "local_accept_prob": last(result.history, "local_accept_prob"),
             "training_stopped": trained["stopped"],
             "train_seconds": trained["train_seconds"],
             "eval_seconds": time.perf_counter() - t0,

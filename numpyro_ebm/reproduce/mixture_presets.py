@@ -47,10 +47,10 @@ _QUICK_FLOW = FlowArch(layers=2, width=8)  # no pre-training: one compilation le
 
 TABLE2 = {
     "paper": [
-        _coopflow(replace(_T2_PAPER, lr=1e-3), _PRETRAINED, step_size=1e-4, n_steps=256),
-        _ntebm(_PAPER_BASELINE, _PRETRAINED, n_steps=128, target_accept=0.75),
-        _ula(_PAPER_BASELINE, n_steps=512, **_ULA),
-        _flowmc(_T2_PAPER, n_particles=128, n_cycles=16, n_local_steps=8, keep=16, **_T2_MALA),
+        _coopflow(replace(_T2_PAPER, lr=1e-3), _PRETRAINED, step_size=1e-4, num_mcmc_steps=256),
+        _ntebm(_PAPER_BASELINE, _PRETRAINED, num_mcmc_steps=128, target_accept=0.75),
+        _ula(_PAPER_BASELINE, num_mcmc_steps=512, **_ULA),
+        _flowmc(_T2_PAPER, num_particles=128, num_cycles=16, num_local_steps=8, keep=16, **_T2_MALA),
     ],
     "cpu": [
         _coopflow(
@@ -58,7 +58,7 @@ TABLE2 = {
             _PRETRAINED,
             _CPU_NOTE,
             step_size=1e-4,
-            n_steps=256,
+            num_mcmc_steps=256,
         ),
         # NT-EBM at the paper's 1e-2 diverged here (loss -6e11 by step 1,200, d = 16), as on table3: 1e-3.
         # At 1e-3 its energy still drifted (loss -1.5e4 by step 1,600, MALA step adapted to 3e-6):
@@ -67,26 +67,26 @@ TABLE2 = {
             replace(_CPU_BASELINE, lr=1e-3, lr_final=1e-5, energy_l2=1e-4),
             _PRETRAINED,
             _CPU_NOTE + "; lr 1e-3 (1e-2 diverged); L2 energy penalty 1e-4 (the paper's CIFAR-10 one)",
-            n_steps=128,
+            num_mcmc_steps=128,
             target_accept=0.75,
         ),
-        _ula(_CPU_BASELINE, _CPU_NOTE, n_steps=512, **_ULA),
+        _ula(_CPU_BASELINE, _CPU_NOTE, num_mcmc_steps=512, **_ULA),
         _flowmc(
             _T2_CPU,
             FlowArch(),
             "cpu budget: 2 of 16 stacked steps, 64 of 128 particles, 2,000 training steps",
-            n_particles=64,
-            n_cycles=2,
-            n_local_steps=8,
+            num_particles=64,
+            num_cycles=2,
+            num_local_steps=8,
             keep=4,
             **_T2_MALA,
         ),
     ],
     "quick": [
-        _coopflow(_T2_QUICK, _QUICK_FLOW, step_size=1e-4, n_steps=4),
-        _ntebm(_T2_QUICK, _QUICK_FLOW, n_steps=4, target_accept=0.75),
-        _ula(_T2_QUICK, n_steps=4, **_ULA),
-        _flowmc(_T2_QUICK, _QUICK_FLOW, n_particles=8, n_cycles=1, n_local_steps=2, keep=2, **_T2_MALA),
+        _coopflow(_T2_QUICK, _QUICK_FLOW, step_size=1e-4, num_mcmc_steps=4),
+        _ntebm(_T2_QUICK, _QUICK_FLOW, num_mcmc_steps=4, target_accept=0.75),
+        _ula(_T2_QUICK, num_mcmc_steps=4, **_ULA),
+        _flowmc(_T2_QUICK, _QUICK_FLOW, num_particles=8, num_cycles=1, num_local_steps=2, keep=2, **_T2_MALA),
     ],
 }
 # Changes per dimension where a preset departs from its method list (Schedule fields, else sampler
@@ -96,7 +96,7 @@ TABLE2 = {
 # weights were 0.05 off, issue 10; the average alone: 0.02 off, R-hat 1.021; the average and 128
 # particles: 0.006 and 1.015 at 831 CPU s; the average and 4 cycles: 0.012 and 1.006 at 762 CPU s:
 # the bank's chains moving further per step matters more than more particles).
-TABLE2_AT_DIM = {"cpu": {64: {"NT-EBM": dict(num_steps=250), "flowMC-EBM": dict(ema=0.995, n_cycles=4)}}}
+TABLE2_AT_DIM = {"cpu": {64: {"NT-EBM": dict(num_steps=250), "flowMC-EBM": dict(ema=0.995, num_cycles=4)}}}
 TABLE2_DIMS = {"paper": (16, 32, 64), "cpu": (16, 32, 64), "quick": (4,)}
 # R-hat at the end (`calls`) and during training (`history_calls`, every chunk; Figure 6).
 TABLE2_RHAT = {

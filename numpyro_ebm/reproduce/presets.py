@@ -136,8 +136,8 @@ def _coopflow(schedule, flow, note="", **options) -> Method:
 # paper's rule for the mixtures, App. C.5; it gives no rho in 2-D); ULA-EBM's bank starts uniform
 # on [-4, 4]^2 (the 2-D tasks' "uniform" start) and uses the same Adam rate; negatives are the
 # chains' final states.
-_F1_FLOWMC = dict(n_particles=32, n_cycles=2, n_local_steps=4, step_size=0.01)
-_F1_ULA = dict(step_size=0.01, n_steps=10, start="uniform", start_scale=4.0)
+_F1_FLOWMC = dict(num_particles=32, num_cycles=2, num_local_steps=4, step_size=0.01)
+_F1_ULA = dict(step_size=0.01, num_mcmc_steps=10, start="uniform", start_scale=4.0)
 _F1_PAPER = Schedule(19200, 64, 1024, 16384, 1e-2, chunk_size=400)
 # cpu (the demo's default): the same sampler, 4,000 steps (4.8x fewer) with both rates
 # cosine-decayed from 1e-2 to 1e-5, which averages out the mini-batch noise that keeps a
@@ -151,7 +151,7 @@ _F1_QUICK = Schedule(40, 32, 128, 1024, 1e-2, chunk_size=20)
 FIGURE1 = {
     "paper": [_flowmc(_F1_PAPER, **_F1_FLOWMC), _ula(_F1_PAPER, **_F1_ULA)],
     "cpu": [_flowmc(_F1_CPU, **_F1_FLOWMC), _ula(_F1_CPU, **_F1_ULA)],
-    "quick": [_flowmc(_F1_QUICK, **dict(_F1_FLOWMC, n_particles=8)), _ula(_F1_QUICK, **_F1_ULA)],
+    "quick": [_flowmc(_F1_QUICK, **dict(_F1_FLOWMC, num_particles=8)), _ula(_F1_QUICK, **_F1_ULA)],
 }
 
 # --- table3: the line of four (App. C.3, Tables 3-4) ----------------------------------------
@@ -177,18 +177,20 @@ _T3_QUICK = Schedule(20, 32, 128, 1024, 1e-3, chunk_size=10)
 _SHORT = "cpu budget: {} of the paper's {} steps per call, 2,000 training steps"
 TABLE3 = {
     "paper": [
-        _flowmc(_T3_PAPER, n_particles=64, n_cycles=5, n_local_steps=24, keep=4, step_size=0.01),
-        _ula(_T3_PAPER_BASELINE, step_size=0.125**2 / 2, n_steps=512, start="uniform", start_scale=4.5),
-        _ntebm(_T3_PAPER_BASELINE, _PRETRAINED, n_steps=128, target_accept=0.75),
-        _coopflow(_T3_PAPER, _PRETRAINED, step_size=5e-4, n_steps=256),
+        _flowmc(_T3_PAPER, num_particles=64, num_cycles=5, num_local_steps=24, keep=4, step_size=0.01),
+        _ula(
+            _T3_PAPER_BASELINE, step_size=0.125**2 / 2, num_mcmc_steps=512, start="uniform", start_scale=4.5
+        ),
+        _ntebm(_T3_PAPER_BASELINE, _PRETRAINED, num_mcmc_steps=128, target_accept=0.75),
+        _coopflow(_T3_PAPER, _PRETRAINED, step_size=5e-4, num_mcmc_steps=256),
     ],
     "cpu": [
-        _flowmc(_T3_CPU, n_particles=32, n_cycles=1, n_local_steps=15, keep=4, step_size=0.02),
+        _flowmc(_T3_CPU, num_particles=32, num_cycles=1, num_local_steps=15, keep=4, step_size=0.02),
         _ula(
             _T3_CPU_BASELINE,
             _SHORT.format(64, 512),
             step_size=0.125**2 / 2,
-            n_steps=64,
+            num_mcmc_steps=64,
             start="uniform",
             start_scale=4.5,
         ),
@@ -197,7 +199,7 @@ TABLE3 = {
             replace(_T3_CPU_BASELINE, lr=1e-3, lr_final=1e-5),
             _PRETRAINED,
             _SHORT.format(32, 128) + "; lr 1e-3 (1e-2 diverged)",
-            n_steps=32,
+            num_mcmc_steps=32,
             target_accept=0.75,
         ),
         _coopflow(
@@ -205,11 +207,11 @@ TABLE3 = {
             _PRETRAINED,
             _SHORT.format(64, 256),
             step_size=5e-4,
-            n_steps=64,
+            num_mcmc_steps=64,
         ),
     ],
     "quick": [
-        _flowmc(_T3_QUICK, n_particles=8, n_cycles=1, n_local_steps=3, keep=2, step_size=0.02),
+        _flowmc(_T3_QUICK, num_particles=8, num_cycles=1, num_local_steps=3, keep=2, step_size=0.02),
     ],
 }
 
@@ -219,9 +221,11 @@ TABLE3 = {
 # true density's 99 % highest-density region (diagnostics.median_squared_log_density_error).
 # cpu: table3's flowMC-EBM budget (1 i-SIR x 32 + 15 MALA, 4,000 decayed steps, bank 4096).
 TABLE1 = {
-    "paper": [_flowmc(_T3_PAPER, n_particles=64, n_cycles=1, n_local_steps=127, keep=4, step_size=0.01)],
-    "cpu": [_flowmc(_T3_CPU, n_particles=32, n_cycles=1, n_local_steps=15, keep=4, step_size=0.02)],
-    "quick": [_flowmc(_T3_QUICK, n_particles=8, n_cycles=1, n_local_steps=3, keep=2, step_size=0.02)],
+    "paper": [
+        _flowmc(_T3_PAPER, num_particles=64, num_cycles=1, num_local_steps=127, keep=4, step_size=0.01)
+    ],
+    "cpu": [_flowmc(_T3_CPU, num_particles=32, num_cycles=1, num_local_steps=15, keep=4, step_size=0.02)],
+    "quick": [_flowmc(_T3_QUICK, num_particles=8, num_cycles=1, num_local_steps=3, keep=2, step_size=0.02)],
 }
 TABLE1_DATASETS = ("eight_gaussians", "rings")
 

@@ -56,8 +56,8 @@ def table3(preset: str, key, progress: bool, out_dir: Path) -> dict[str, Any]:
             "ebm_weights": ebm_w.tolist(),
             "init_weights": np.asarray(diagnostics.zone_frequencies(start, target)).tolist(),
             "negative_weights": neg_w.tolist(),
-            "global_accept": last(trained["result"].history, "global_accept"),
-            "local_accept": last(trained["result"].history, "local_accept"),
+            "global_accept_prob": last(trained["result"].history, "global_accept_prob"),
+            "local_accept_prob": last(trained["result"].history, "local_accept_prob"),
             "train_seconds": trained["train_seconds"],
             "eval_seconds": time.perf_counter() - t0,
             "work": trained["work"],
@@ -89,8 +89,8 @@ def table1(preset: str, key, progress: bool, out_dir: Path) -> dict[str, Any]:
                 "ebm_zone_weights": np.asarray(
                     diagnostics.zone_weights(ebm, target, resolution=res)
                 ).tolist(),
-                "global_accept": last(trained["result"].history, "global_accept"),
-                "local_accept": last(trained["result"].history, "local_accept"),
+                "global_accept_prob": last(trained["result"].history, "global_accept_prob"),
+                "local_accept_prob": last(trained["result"].history, "local_accept_prob"),
                 "train_seconds": trained["train_seconds"],
                 "work": trained["work"],
                 "settings": settings(method),

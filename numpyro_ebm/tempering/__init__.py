@@ -10,7 +10,7 @@ with ``L = pi / ref`` (for a NumPyro model the likelihood, observed and factor s
 cancel). At each level the next ``beta`` is set by bisection so that the effective sample size
 of the incremental weights ``L^(beta' - beta)`` is ``ess_fraction`` of the particles; the
 particles are resampled (systematic), the flow is fitted to them (forward KL), and they move by
-``n_mcmc_steps`` flowMC transitions (:func:`~numpyro_ebm.flowmc.flowmc_step`) that leave
+``num_mcmc_steps`` flowMC transitions (:func:`~numpyro_ebm.flowmc.flowmc_step`) that leave
 ``pi_beta`` invariant. The weights carry the relative mass of the modes from level to level, so
 modes the reference covers are found with the right weights, and the mean incremental weights
 multiply to the evidence ``Z = ∫ ref L`` (unbiased; ``log_z`` is its log).

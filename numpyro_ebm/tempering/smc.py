@@ -12,6 +12,7 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from numpyro_ebm import flows
+from numpyro_ebm._compat import accepts_old_names
 from numpyro_ebm._compile import ONE_SHOT, large_program_options
 from numpyro_ebm._validate import positive_int
 from numpyro_ebm.flowmc import KERNEL_SETTINGS, FlowMCSettings
@@ -26,6 +27,7 @@ WARM_PATIENCE = 5
 __all__ = ["TemperedSMC", "SMCResult", "tempered_smc", "systematic_resample", "discover_modes"]
 
 
+@accepts_old_names
 @dataclasses.dataclass(frozen=True)
 class TemperedSMC:
     """Settings of the tempered SMC warmup (``FlowMCKernel(..., tempering=TemperedSMC(...))``).
@@ -43,8 +45,8 @@ class TemperedSMC:
             four-mode mixture drift to weights 0.00 / 0.03 / 0.19 / 0.78, 2048 kept them within
             0.03 of 1/4 (docs/benchmarks.md).
         ess_fraction: each level's incremental-weight ESS, as a fraction of the particles.
-        n_mcmc_steps: flowMC transitions per level (each: a global move, then the kernel's
-            ``n_local_steps`` MALA steps).
+        num_mcmc_steps: flowMC transitions per level (each: a global move, then the kernel's
+            ``num_local_steps`` MALA steps).
         flow_steps: optax steps of the flow per level, on the resampled particles.
         warm_buffer_levels: at the warm levels (``beta = 1``, see :func:`tempered_smc`) the flow
             is fitted to the particles of the last this many levels, not only the current ones
@@ -61,7 +63,7 @@ class TemperedSMC:
     reference: Any = None
     num_particles: int | None = None
     ess_fraction: float = 0.5
-    n_mcmc_steps: int = 4
+    num_mcmc_steps: int = 4
     flow_steps: int = 50
     max_levels: int = 200
     warm_buffer_levels: int = 8
@@ -69,7 +71,7 @@ class TemperedSMC:
     def __post_init__(self):
         if not 0.0 < self.ess_fraction < 1.0:
             raise ValueError(f"ess_fraction must lie in (0, 1); got {self.ess_fraction!r}.")
-        for name in ("n_mcmc_steps", "flow_steps", "max_levels", "warm_buffer_levels"):
+        for name in ("num_mcmc_steps", "flow_steps", "max_levels", "warm_buffer_levels"):
             positive_int(getattr(self, name), name)
         if self.num_particles is not None and (
             not isinstance(self.num_particles, int) or self.num_particles < 2
@@ -250,13 +252,13 @@ def tempered_smc(
         def move(carry, k):
             chains, log_step = carry
             chains, info = transition.step(k, chains, target, flow_now, step_size=jnp.exp(log_step))
-            if transition.n_local_steps > 0:  # Robbins-Monro on log step size, gain 1
+            if transition.num_local_steps > 0:  # Robbins-Monro on log step size, gain 1
                 log_step = log_step + jnp.mean(info.local_accept_prob) - transition.target_accept_prob
             return (chains, log_step), jnp.mean(info.global_accept_prob)
 
         chains = init_chains(position, target)
         (chains, log_step), glob = jax.lax.scan(
-            move, (chains, log_step), jax.random.split(key_move, settings.n_mcmc_steps)
+            move, (chains, log_step), jax.random.split(key_move, settings.num_mcmc_steps)
         )
         loglik = loglik_fn(chains.position)
         return chains.position, loglik, new_beta, log_z, log_step, params, ring, jnp.mean(glob)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 import numpyro_ebm.training as _package  # the chunk runner is looked up here: tests patch it
 from numpyro_ebm import checkpoints, sharding
+from numpyro_ebm._compat import RenamedKeys
 from numpyro_ebm._validate import fraction
 from numpyro_ebm.energy import EnergyModel
 from numpyro_ebm.flows import combine, partition
@@ -40,8 +41,8 @@ HISTORY_FIELDS = (
     "energy_data",
     "energy_negatives",
     "energy_gap",
-    "local_accept",
-    "global_accept",
+    "local_accept_prob",
+    "global_accept_prob",
     "flow_loss",
     "step_size",
     "flow_ess",
@@ -56,7 +57,7 @@ class TrainResult(NamedTuple):
             else the last iterate.
         flow: the trained flow (the sampler's, or the EBM's tilt for NT-EBM), else ``None``.
         history: per chunk, arrays keyed by ``HISTORY_FIELDS``, the zone weights
-            (``model_zone_weights``, ``bank_zone_weights``, ``(chunks, n_zones)``) when zones are
+            (``model_zone_weights``, ``bank_zone_weights``, ``(chunks, num_zones)``) when zones are
             given, and the user metrics' names.
         bank: the persistent chains, ``(bank_size, dim)``.
         step_size: the sampler's (possibly adapted) step size.
@@ -127,7 +128,7 @@ def train(
             ``0`` returns the last iterate. ``result.ebm_last`` is always the last iterate.
         ema: return the exponential moving average of the EBM parameters with this decay
             (``0.995``: over about the last 200 steps; :mod:`.averaging`); ``0``: none.
-        zones: a :class:`~numpyro_ebm.datasets.Target` or a zone function with ``n_zones``: the
+        zones: a :class:`~numpyro_ebm.datasets.Target` or a zone function with ``num_zones``: the
             monitor records each zone's weight in the bank and under the model (flow
             importance weights) and warns if they disagree at the end (see
             :mod:`numpyro_ebm.training.monitor`).
@@ -205,7 +206,7 @@ def train(
         isinstance(max_chain_distance, int | float) and max_chain_distance > 0
     ):
         raise ValueError(f"max_chain_distance must be a positive number or None; got {max_chain_distance!r}.")
-    zone_fn, n_zones = monitor.resolve_zones(zones)
+    zone_fn, num_zones = monitor.resolve_zones(zones)
     metrics = dict(metrics or {})
     reserved = (*HISTORY_FIELDS, "model_zone_weights", "bank_zone_weights")
     for name, fn in metrics.items():
@@ -226,13 +227,13 @@ def train(
     key_data = checks._key_data(key)
     mesh = checks._check_shard(shard)
     negatives.validate(ebm, batch_size)
-    n_chains = negatives.n_chains(batch_size)
+    num_chains = negatives.num_chains(batch_size)
     if mesh is not None:
         sharding.check_divisible(batch_size, mesh, "batch_size")
         sharding.check_divisible(bank_size, mesh, "bank_size")
-        if n_chains % mesh.size:
+        if num_chains % mesh.size:
             raise ValueError(
-                f"batch_size // keep = {n_chains} chains per step cannot be split evenly over "
+                f"batch_size // keep = {num_chains} chains per step cannot be split evenly over "
                 f"{mesh.size} devices; use a batch_size that is a multiple of keep * {mesh.size} = "
                 f"{negatives.keep * mesh.size}."
             )
@@ -302,7 +303,7 @@ def train(
         optimizer,
         flow_optimizer,
         batch_size,
-        n_chains,
+        num_chains,
         energy_l2,
         average_start,
         ema,
@@ -333,15 +334,15 @@ def train(
             if monitor_samples and monitor_flow is not None:
                 ess, model_w, bank_w = monitor.flow_check(
                     ebm_plain, flow_plain, jax.random.fold_in(key_monitor, step), monitor_samples,
-                    zone_fn, n_zones, carry.bank,
+                    zone_fn, num_zones, carry.bank,
                 )  # fmt: skip
                 row["flow_ess"] = float(ess)
                 if zone_fn is not None:
                     row["model_zone_weights"] = np.asarray(model_w, float).tolist()
                     row["bank_zone_weights"] = np.asarray(bank_w, float).tolist()
             elif zone_fn is not None:
-                row["model_zone_weights"] = [math.nan] * n_zones
-                row["bank_zone_weights"] = [math.nan] * n_zones
+                row["model_zone_weights"] = [math.nan] * num_zones
+                row["bank_zone_weights"] = [math.nan] * num_zones
             for name, fn in metrics.items():
                 row[name] = float(fn(ebm_now, flow_now, carry.bank))
             for name in history:
@@ -367,7 +368,7 @@ def train(
     return TrainResult(
         ebm=ebm_out,
         flow=flow_out,
-        history={name: np.asarray(values) for name, values in history.items()},
+        history=RenamedKeys({name: np.asarray(values) for name, values in history.items()}),
         bank=carry.bank,
         step_size=carry.step_size,
         opt_state=carry.opt_state,

@@ -106,7 +106,7 @@ def _describe(value: Any) -> Any:
 
 def sampler_settings(negatives) -> dict[str, Any]:
     """The sampler's type and its static settings (its flow and other arrays left out), flat:
-    ``FlowMC``'s transition fields sit beside ``n_cycles`` and ``keep``."""
+    ``FlowMC``'s transition fields sit beside ``num_cycles`` and ``keep``."""
     settings = {"type": type(negatives).__name__}
     for field in dataclasses.fields(negatives):
         value = getattr(negatives, field.name)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from numpyro_ebm import checkpoints
+from numpyro_ebm._compat import renamed_keys
 from numpyro_ebm.training import checks
 from numpyro_ebm.training.step import _Carry, _StepStats
 
@@ -39,7 +40,8 @@ def _resume(checkpoint: Path, carry: _Carry, history: dict, key_data, config: di
             f"the checkpoint {checkpoint} was written by a run with another key; resume with the "
             "same key, or choose another checkpoint_dir."
         )
-    differences = checks.settings_differences(manifest["config"], config)
+    # A checkpoint written before the num_* rename stores the old names: compare the new ones.
+    differences = checks.settings_differences(renamed_keys(manifest["config"]), config)
     if differences:
         raise ValueError(
             f"resume=True refuses: the checkpoint {checkpoint} was written with other settings ("
@@ -47,7 +49,7 @@ def _resume(checkpoint: Path, carry: _Carry, history: dict, key_data, config: di
             + "). Resume with the checkpoint's settings, or start afresh in another checkpoint_dir."
         )
     carry, manifest = checkpoints.load_checkpoint(checkpoint, carry)
-    saved = manifest["history"]
+    saved = renamed_keys(manifest["history"])
     rows = len(saved["step"])
     history = {name: list(saved.get(name, [math.nan] * rows)) for name in history}  # new metrics: NaN
     return carry, history

@@ -29,13 +29,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpyro_ebm import diagnostics
+from numpyro_ebm._compat import get_renamed
 
 __all__ = ["WeightsDisagreeWarning", "plot_history", "zone_weight_disagreement"]
 
 # The gap between bank and model weights counts as a disagreement beyond this many standard
 # errors: with a handful of zones and one check per run, 4 SE keeps false alarms below ~1e-3.
 DISAGREEMENT_SE = 4.0
-_STEP_MEANS = ("loss", "energy_data", "energy_negatives", "local_accept", "global_accept", "flow_loss")
+_STEP_MEANS = (
+    "loss",
+    "energy_data",
+    "energy_negatives",
+    "local_accept_prob",
+    "global_accept_prob",
+    "flow_loss",
+)
 
 
 class WeightsDisagreeWarning(UserWarning):
@@ -44,21 +52,21 @@ class WeightsDisagreeWarning(UserWarning):
 
 
 def resolve_zones(zones: Any) -> tuple[Callable | None, int]:
-    """``(zone_fn, n_zones)`` from a Target, a zone module with ``n_zones``, or ``None``."""
+    """``(zone_fn, num_zones)`` from a Target, a zone module with ``num_zones``, or ``None``."""
     if zones is None:
         return None, 0
     if not callable(zones) and callable(getattr(zones, "zones", None)):  # a Target
-        return zones.zones, int(zones.n_zones)
-    n = getattr(zones, "n_zones", None)
+        return zones.zones, int(zones.num_zones)
+    n = get_renamed(zones, "num_zones")
     if not callable(zones) or not isinstance(n, int):
         raise TypeError(
-            "zones must be a numpyro_ebm.datasets.Target or a zone function with an n_zones "
+            "zones must be a numpyro_ebm.datasets.Target or a zone function with a num_zones "
             f"attribute (e.g. datasets.NearestMeanZones(means)); got {type(zones).__name__}."
         )
     return zones, n
 
 
-def flow_check(ebm, flow, key, n: int, zone_fn, n_zones: int, bank):
+def flow_check(ebm, flow, key, n: int, zone_fn, num_zones: int, bank):
     """``(ess_fraction, model_zone_weights, bank_zone_weights)`` (the last two empty without
     zones), from :func:`numpyro_ebm.diagnostics.importance_sample`, the library's one importance
     sampler (compiled once per model structure)."""
@@ -66,8 +74,8 @@ def flow_check(ebm, flow, key, n: int, zone_fn, n_zones: int, bank):
     ess = sample.ess / n
     if zone_fn is None:
         return ess, jnp.zeros(0), jnp.zeros(0)
-    model = jax.ops.segment_sum(sample.normalized_weights, zone_fn(sample.points), n_zones)
-    return ess, model, diagnostics.zone_frequencies(bank, zone_fn, n_zones)
+    model = jax.ops.segment_sum(sample.normalized_weights, zone_fn(sample.points), num_zones)
+    return ess, model, diagnostics.zone_frequencies(bank, zone_fn, num_zones)
 
 
 def zone_weight_disagreement(model, bank, ess: float, bank_size: int) -> float:
@@ -91,7 +99,7 @@ def warn_if_disagree(history: Mapping[str, Any], bank_size: int, monitor_samples
             f"model's (flow importance weights, ESS {ess:.0f}) {np.round(model, 3).tolist()} differ "
             f"by {z:.1f} standard errors. If flow_ess is low the model's estimate is rough (the flow "
             "lags the EBM); otherwise the chains lag the EBM: train longer with a decaying rate, or "
-            "run more flowMC cycles per step (FlowMC(n_cycles=...)).",
+            "run more flowMC cycles per step (FlowMC(num_cycles=...)).",
             WeightsDisagreeWarning,
             stacklevel=3,
         )
@@ -111,7 +119,7 @@ def plot_history(history: Mapping[str, Any], *, true_weights=None, axes=None):
     Example:
         >>> import numpy as np
         >>> history = {"step": np.array([100, 200]), "flow_ess": np.array([0.9, 0.8]),
-        ...            "local_accept": np.array([0.6, 0.6]), "global_accept": np.array([0.9, 0.8]),
+        ...            "local_accept_prob": np.array([0.6, 0.6]), "global_accept_prob": np.array([0.9, 0.8]),
         ...            "energy_gap": np.array([0.1, 0.0]),
         ...            "model_zone_weights": np.array([[0.3, 0.7], [0.35, 0.65]]),
         ...            "bank_zone_weights": np.array([[0.32, 0.68], [0.34, 0.66]])}
@@ -129,8 +137,8 @@ def plot_history(history: Mapping[str, Any], *, true_weights=None, axes=None):
     ax = axes[0]
     for name, label in (
         ("flow_ess", "flow IS ESS / n"),
-        ("global_accept", "global accept"),
-        ("local_accept", "local accept"),
+        ("global_accept_prob", "global accept"),
+        ("local_accept_prob", "local accept"),
     ):
         if name in history and np.size(history[name]):
             ax.plot(step, np.asarray(history[name], float), label=label)
@@ -174,10 +182,10 @@ def postfix(row: Mapping[str, Any]) -> dict[str, str]:
     postfix = {
         "loss": f"{row['loss']:.3g}",
         "gap": f"{row['energy_gap']:.2g}",
-        "local": f"{row['local_accept']:.2f}",
+        "local": f"{row['local_accept_prob']:.2f}",
     }
-    if math.isfinite(row["global_accept"]):
-        postfix["global"] = f"{row['global_accept']:.2f}"
+    if math.isfinite(row["global_accept_prob"]):
+        postfix["global"] = f"{row['global_accept_prob']:.2f}"
     if math.isfinite(row["flow_ess"]):
         postfix["ess"] = f"{row['flow_ess']:.2f}"
     if "model_zone_weights" in row:

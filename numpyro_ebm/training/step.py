@@ -43,8 +43,8 @@ class _StepStats(NamedTuple):
     loss: Array
     energy_data: Array
     energy_negatives: Array
-    local_accept: Array
-    global_accept: Array
+    local_accept_prob: Array
+    global_accept_prob: Array
     flow_loss: Array
     chain_distance: Array  # largest distance of a moved chain from the data's centre
 
@@ -60,7 +60,7 @@ class _Spec(eqx.Module):
     optimizer: optax.GradientTransformation
     flow_optimizer: optax.GradientTransformation
     batch_size: int
-    n_chains: int
+    num_chains: int
     energy_l2: float
     average_start: int  # steps after which the EBM parameters are averaged
     ema: float  # decay of their moving average (0: none)
@@ -79,7 +79,7 @@ def _train_step(
     flow = None if spec.flow_static is None else combine(carry.flow_params, spec.flow_static)
     mesh = spec.mesh
     positives = data[jax.random.randint(key_data, (spec.batch_size,), 0, data.shape[0])]
-    index, start = negatives.chains_from_bank(key_chains, ebm, flow, carry.bank, spec.n_chains)
+    index, start = negatives.chains_from_bank(key_chains, ebm, flow, carry.bank, spec.num_chains)
     start = sharding.constrain_leading_axis(start, mesh)
     sample = negatives(key_move, ebm, flow, start, carry.step_size)
     final, negative_points = sharding.constrain_leading_axis((sample.final, sample.negatives), mesh)
@@ -131,8 +131,8 @@ def _train_step(
         loss,
         jnp.mean(e_pos),
         jnp.mean(e_neg),
-        sample.local_accept,
-        sample.global_accept,
+        sample.local_accept_prob,
+        sample.global_accept_prob,
         flow_loss,
         distance,
     )

@@ -15,7 +15,7 @@ TARGET = two_gaussians_target()
 
 def run(shard, **frozen):
     kernel = ne.FlowMCKernel(
-        potential_fn=lambda x: -TARGET.log_prob(x), global_move="isir", n_particles=8, shard=shard, **frozen
+        potential_fn=lambda x: -TARGET.log_prob(x), global_move="isir", num_particles=8, shard=shard, **frozen
     )
     mcmc = MCMC(
         kernel, num_warmup=200, num_samples=300, num_chains=32, chain_method="vectorized", progress_bar=False

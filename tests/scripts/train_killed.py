@@ -24,7 +24,7 @@ from numpyro_ebm.nets import ToyNet
 
 NUM_STEPS = 6
 OPTIMIZER = optax.adam(1e-2)
-SAMPLER = ng.MALA(step_size=0.1, n_steps=3, target_accept=0.6)
+SAMPLER = ng.MALA(step_size=0.1, num_mcmc_steps=3, target_accept=0.6)
 
 
 def setup():

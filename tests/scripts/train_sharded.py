@@ -33,7 +33,7 @@ def sampler_for(flow):
     # thinned negatives (keep=2: 8 chains give 16 negatives), a step size adapted from the
     # mean MALA acceptance.
     return ng.FlowMC(
-        flow, n_particles=4, n_local_steps=2, n_cycles=1, keep=2, step_size=0.3, target_accept=0.6
+        flow, num_particles=4, num_local_steps=2, num_cycles=1, keep=2, step_size=0.3, target_accept=0.6
     )
 
 
