@@ -8,8 +8,9 @@ The suite runs on two xdist workers, which take tests in collection order. Alpha
 leaves the heaviest files (the tutorials, NumPyro's suite, tempering, training) for the end, where
 one worker finishes its last long test while the other idles. Running the heaviest files first
 (longest-processing-time-first scheduling) lets the many short tests fill in at the end. The
-ranking below is by each file's measured total time (CPU seconds per file, 2-core machine); an
-unlisted file runs after the listed ones, in its usual order.
+ranking below is by each file's measured total time (seconds per file, 2-core machine; a
+module's doctests, collected after tests/, by its file name); an unlisted file runs after the
+listed ones, in its usual order.
 
 Compilation is most of the suite's CPU time (JAX's own compile-time events: ~80% of a typical
 test), so the test session, and only the test session, sets two compiler settings. The library
@@ -69,16 +70,27 @@ def pytest_unconfigure(config):
 HEAVIEST_FIRST = (
     "test_notebooks.py",
     "test_numpyro_suite.py",
-    "test_kernel.py",
     "test_reproduce.py",
     "test_tempering.py",
+    "test_kernel.py",
     "test_training.py",
-    "test_cli.py",
-    "test_evidence.py",
-    "test_keys.py",
     "test_negatives.py",
+    "test_training_sharded.py",  # one 60-s subprocess: late, it would leave the other worker idle
+    "test_evidence.py",
+    "test_cli.py",
+    "test_keys.py",
     "test_images.py",
+    "test_moves_properties.py",
+    "test_sharding.py",
+    "test_energy.py",
+    "evidence.py",  # doctests (numpyro_ebm/, collected after tests/): log_evidence's runs a kernel
+    "test_moves.py",
+    "test_flows.py",
     "test_faults.py",
+    "test_diagnostics.py",
+    "test_datasets.py",
+    "kernel.py",
+    "api.py",
 )
 
 
