@@ -4,7 +4,9 @@ pytest runs with ``--doctest-modules`` (pyproject.toml), which imports every mod
 paths. ``tests/scripts`` holds entry points that tests start in a subprocess (some set XLA flags or
 sleep until killed), so they are never imported at collection.
 
-The suite runs on two xdist workers, which take tests in collection order. Alphabetical order
+The suite runs on two xdist workers (``--dist worksteal``, pyproject.toml), which take tests in
+collection order: the first half of the list goes to one worker, the second to the other, and a
+worker with an empty queue takes the later half of the other's. Alphabetical order
 leaves the heaviest files (the tutorials, NumPyro's suite, tempering, training) for the end, where
 one worker finishes its last long test while the other idles. Running the heaviest files first
 (longest-processing-time-first scheduling) lets the many short tests fill in at the end. The
