@@ -25,7 +25,7 @@ from numpyro_ebm.datasets import two_gaussians_target
 FIELDS = ("local_accept_prob", "global_accept_prob", "potential_energy")
 
 # name -> (target, num_chains, num_warmup, num_samples). The d = 16 four-mode mixture is
-# tests/test_tempering.py's, with both global moves and a harder start (every chain in one mode).
+# tests/test_tempering.py's, with a harder start (every chain in one mode).
 TARGETS = {
     "two_gaussians_2to1": (two_gaussians_target(), 32, 300, 400),
 }
