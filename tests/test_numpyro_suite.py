@@ -3,7 +3,8 @@
 Our versions of ``test/infer/test_mcmc.py`` (unnormalized normal, logistic regression,
 beta-bernoulli, dirichlet-categorical, dense mass, change point, improper prior, uniform-normal
 with ``TransformReparam``) and of the smoke tests of ``test/infer/test_ensemble_mcmc.py``.
-Users write ``jax.random.PRNGKey`` (raw uint32) keys, as NumPyro's docs do; so do we here.
+Users write ``jax.random.PRNGKey`` (raw uint32) keys, as NumPyro's docs do; so do we here. Two
+tests that re-initialise with new data shapes turn tempering off (each shape would re-compile it).
 
 Tolerances are NumPyro's. NumPyro draws 8,000-20,000 samples from one NUTS chain; we draw
 32 chains x 200 = 6,400 (IMH moves with a trained flow are nearly independent, so the effective
@@ -230,7 +231,10 @@ def idioms_model(y):
 def test_model_idioms_and_changing_model_args():
     """Flat prior, y_i ~ N(mu, 2) marginally: the posterior of mu is N(mean(y), 2 / n) exactly.
     The second run has more data (model_args change shape). Per-chain means give the SE; 4 SE."""
-    mcmc = _mcmc(idioms_model)
+    # Tempering off, as in test_out_shape_multirun_and_warmup: each data size would re-run and
+    # re-compile the tempered SMC (the module's slowest test, ~75 s); an improper prior with the
+    # defaults is test_improper_prior_warmup_then_run's.
+    mcmc = _mcmc(idioms_model, tempering=None)
     for n, key in [(5, 0), (9, 1)]:
         y = 1.0 + jax.random.normal(PRNGKey(10 + n), (n,))
         mcmc.run(PRNGKey(key), y)
