@@ -89,7 +89,8 @@ def log_evidence(
         >>> def model(y):
         ...     mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
         ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
-        >>> mcmc = MCMC(FlowMCKernel(model), num_warmup=100, num_samples=100, num_chains=16,
+        >>> kernel = FlowMCKernel(model, tempering=None)  # one mode: no mode discovery needed
+        >>> mcmc = MCMC(kernel, num_warmup=100, num_samples=100, num_chains=16,
         ...             chain_method="vectorized", progress_bar=False)
         >>> mcmc.run(jax.random.PRNGKey(0), 0.5)
         >>> ev = log_evidence(mcmc, jax.random.PRNGKey(1), 0.5)
