@@ -188,11 +188,15 @@ plt.show()
 # ## Reusing the trained flow, frozen
 #
 # A flow trained once can drive later runs, e.g. on more chains or for longer. With
-# `train_flow=False` the warmup only adapts the MALA step size, so a short one suffices.
-# (`FlowMCKernel(model, flow=trained)` would instead keep training it during warmup.)
+# `train_flow=False` and `tempering=None` (the trained flow already covers both modes: there is
+# nothing left to discover) the warmup only adapts the MALA step size, so a short one suffices.
+# (`FlowMCKernel(model, flow=trained)` would instead keep training it during warmup; with the
+# default tempering, the frozen flow would also drive a tempered SMC from the prior first.)
 
 # %%
-frozen = FlowMCKernel(model, flow=trained, train_flow=False, global_move="isir", num_particles=16)
+frozen = FlowMCKernel(
+    model, flow=trained, train_flow=False, tempering=None, global_move="isir", num_particles=16
+)
 mcmc_frozen = MCMC(
     frozen,
     num_warmup=50 if FAST else 100,
