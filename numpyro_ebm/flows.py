@@ -283,12 +283,22 @@ def restandardize(params: PyTree, static: PyTree, samples: Float[Array, "n dim"]
 def partition(flow: AbstractDistribution) -> tuple[PyTree, PyTree]:
     """Split a flow into trainable arrays and the rest (frozen leaves stay static).
 
+    The arrays come back strongly typed. flowjax builds some (the spline derivatives of
+    elementwise splines) weakly typed, while anything a jitted update returns is strongly
+    typed: a weak leaf made the first call of every program taking the parameters compile a
+    second time at the second call (the tempered SMC's level program: 7 s at d = 16).
+
     Example:
         >>> import jax
         >>> params, static = partition(default_flow(jax.random.key(0), 2))
         >>> flow = combine(params, static)
     """
-    return eqx.partition(flow, eqx.is_inexact_array, is_leaf=_is_frozen)
+    params, static = eqx.partition(flow, eqx.is_inexact_array, is_leaf=_is_frozen)
+    return jax.tree.map(_strongly_typed, params), static
+
+
+def _strongly_typed(x: Array) -> Array:
+    return jax.lax.convert_element_type(x, x.dtype) if getattr(x, "weak_type", False) else x
 
 
 def combine(params: PyTree, static: PyTree) -> AbstractDistribution:
