@@ -152,3 +152,16 @@ def test_refreshed_whitening_keeps_each_coordinate_on_its_direction():
         d1, d2 = directions(first), directions(again)  # a and b in whitened coordinates
         cos = jnp.sum(d1 * d2, 1) / (jnp.linalg.norm(d1, axis=1) * jnp.linalg.norm(d2, axis=1))
         assert bool(jnp.all(cos > 0.95)), cos  # same coordinates, same signs
+
+
+@pytest.mark.parametrize("dim", [1, 2, 16])  # elementwise splines at d = 1 and whitened from d = 8
+def test_partitioned_parameters_are_strongly_typed(dim):
+    """A weakly typed leaf makes every program taking the parameters compile twice: once for the
+    caller's weak arrays, once for the strong arrays the program returns (the SMC level)."""
+    flow = flows.default_flow(jax.random.key(0), dim, identity_init=True, **flows.flow_capacity(dim))
+    weak = [
+        jax.tree_util.keystr(path)
+        for path, x in jax.tree_util.tree_leaves_with_path(flows.partition(flow)[0])
+        if x.weak_type
+    ]
+    assert weak == []
