@@ -1,12 +1,12 @@
 """Mode discovery: every chain of FlowMCKernel starts in ONE mode, tempered SMC must find the rest.
 
 Registry style: each target has known zone weights; each runs with every global move (d = 16:
-i-SIR only) through the same check. Tolerances as in test_kernel.py: after warmup the flow is
-frozen, so chains are independent given it; the spread of per-chain zone frequencies gives a
-standard error (SE) that includes autocorrelation. We require |estimate - truth| < 4 SE + 1e-3 (4
-SE: two-sided ~6e-5 under normality; 1e-3 absorbs the zones' own misassignment, < 1e-4 here) AND
-SE < 0.02, so chains that stay where they started (per-chain frequencies 0 or 1) fail even if the
-mean lands near.
+the kernel's default, IMH, only) through the same check. Tolerances as in test_kernel.py: after
+warmup the flow is frozen, so chains are independent given it; the spread of per-chain zone
+frequencies gives a standard error (SE) that includes autocorrelation. We require |estimate -
+truth| < 4 SE + 1e-3 (4 SE: two-sided ~6e-5 under normality; 1e-3 absorbs the zones' own
+misassignment, < 1e-4 here) AND SE < 0.02, so chains that stay where they started (per-chain
+frequencies 0 or 1) fail even if the mean lands near.
 Without tempering every test below fails: all the mass stays in the starting mode.
 """
 
@@ -53,9 +53,9 @@ def _zone_check(zones, weights, num_chains):
 
 @pytest.mark.parametrize(
     "name, global_move",
-    # d = 16 with the default global move (i-SIR) only: the IMH case cost ~50 CPU s of a suite
-    # kept under 15 minutes; IMH's correctness is tests/test_moves.py's (with its mutants).
-    [("two_gaussians_2to1", "imh"), ("two_gaussians_2to1", "isir"), ("four_modes_unequal_d16", "isir")],
+    # d = 16 with FlowMCKernel's default global move (IMH) only: the i-SIR case cost ~50 CPU s of
+    # a suite kept under 15 minutes; i-SIR's correctness is tests/test_moves.py's (with its mutants).
+    [("two_gaussians_2to1", "imh"), ("two_gaussians_2to1", "isir"), ("four_modes_unequal_d16", "imh")],
 )
 def test_one_mode_start_finds_every_mode(name, global_move):
     target, num_chains, num_warmup, num_samples = TARGETS[name]
